@@ -1,0 +1,5 @@
+import sys
+
+from pitcrew.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``pitcrew`` CLI: one module each, exposing ``register(subparsers)``."""

@@ -1,0 +1,121 @@
+"""The models file: one entry per served model, validated on load.
+
+DAGs are generated per entry, so each model gets its own runs and never blocks another. Paths in the
+file are relative to the file's own folder unless absolute; URIs (``s3://...``) are kept as given.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Runtime = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ModelsFileError(ValueError):
+    """The models file is missing, unreadable or invalid; the message names the field."""
+
+
+class Thresholds(BaseModel):
+    """Decision thresholds of one model; defaults are conservative so automation acts rarely."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="Family-wise significance level of drift tests.")
+    drift_min_effect: float = Field(0.1, ge=0, description="Minimum effect size for a column to count as drifted.")
+    min_window_rows: int = Field(200, ge=1, description="Fewer current rows than this is 'insufficient data'.")
+    min_accuracy_gain: float = Field(0.0, description="Challenger must beat the champion by at least this.")
+    latency_p95_budget_ms: float = Field(250.0, gt=0, description="Hot-swap verification latency budget.")
+    canary_failure_ratio: float = Field(0.01, ge=0, le=1, description="Max failed-request ratio in canary.")
+    canary_p99_latency_s: float = Field(1.0, gt=0, description="Max p99 latency in canary.")
+    canary_min_confidence: float = Field(0.5, ge=0, le=1, description="Min mean top-class confidence in canary.")
+
+
+class ModelEntry(BaseModel):
+    """One served model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Triton model name and MLflow registered model name.")
+    runtime: Runtime = "python-onnxruntime"
+    base_model: str = Field("minilm", description="Base model dir, hub id, or 'minilm' (the packaged MiniLM).")
+    train_data: str = Field(description="Reference/training data (Parquet, CSV or JSONL; path or URI).")
+    inference_log: str = Field(description="Inference log dataset root (path or URI).")
+    feedback: str = Field(description="Feedback labels dataset root (path or URI).")
+    labels: list[str] = Field(min_length=2, description="Class names, in output order.")
+    approvers: list[str] = Field(default_factory=list, description="Users who may approve; empty = any admin.")
+    schedule: str | None = Field("0 2 * * *", description="Nightly retrain cron, or null for none.")
+    max_auto_runs_per_day: int = Field(3, ge=0, description="Cap on alert-triggered runs per day.")
+    alert_cooldown_s: int = Field(3600, ge=0, description="Same alert fingerprint within this starts nothing.")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits and '_', starting with a letter (max 63)")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("labels must be unique")
+        return value
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelsFile:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def get(self, name: str) -> ModelEntry:
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        known = ", ".join(m.name for m in self.models)
+        raise KeyError(f"unknown model {name!r}; the models file declares: {known}")
+
+
+def _resolve(value: str, base: Path) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def load_models_file(path: Path) -> ModelsFile:
+    """Read and validate the models file; raise :class:`ModelsFileError` naming the bad field."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ModelsFileError(f"models file not found: {path} (set PITCREW_MODELS_FILE)") from exc
+    except yaml.YAMLError as exc:
+        raise ModelsFileError(f"models file {path} is not valid YAML: {exc}") from exc
+    try:
+        parsed = ModelsFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ModelsFileError(f"models file {path} is invalid: {problems}") from exc
+    base = Path(path).resolve().parent
+    for entry in parsed.models:
+        entry.train_data = _resolve(entry.train_data, base)
+        entry.inference_log = _resolve(entry.inference_log, base)
+        entry.feedback = _resolve(entry.feedback, base)
+        if "/" in entry.base_model or entry.base_model.startswith("."):
+            entry.base_model = _resolve(entry.base_model, base)
+    return parsed
