@@ -1,0 +1,144 @@
+"""``stack up | down | status``: start the real servers in order, wait until each is healthy, stop by pid file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+from pitcrew.settings import Settings
+from pitcrew.stack.components import Component, Health, StackError, all_components
+from pitcrew.stack.processes import ProcessRegistry, port_in_use
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    url: str
+    running: bool
+    health: Health
+
+
+class Stack:
+    def __init__(self, settings: Settings, components: list[Component] | None = None) -> None:
+        self.settings = settings
+        self.components = components if components is not None else all_components(settings)
+        self.registry = ProcessRegistry(settings.home_dir)
+
+    # ---------------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Fail before starting anything when the machine cannot run the stack."""
+        if sys.version_info[:2] != (3, 11):
+            raise StackError(
+                f"python: pitcrew needs Python 3.11 (the Triton stub and pinned wheels), this is "
+                f"{sys.version_info.major}.{sys.version_info.minor}; create the venv with python3.11"
+            )
+        for component in self.components:
+            if self._running_processes(component):
+                continue  # ours and already up: `up` is idempotent
+            for port in component.ports:
+                if port_in_use(self.settings.host, port):
+                    raise StackError(
+                        f"{component.name}: port {self.settings.host}:{port} is already in use by another "
+                        f"program; stop it or choose another port with the PITCREW_*_PORT settings"
+                    )
+            component.processes  # noqa: B018  (attribute access only; binaries are checked below)
+        # Resolve every command now so a missing binary fails before anything starts.
+        for component in self.components:
+            if not self._running_processes(component):
+                component.processes()
+
+    def up(self) -> list[ComponentStatus]:
+        self.settings.home_dir.mkdir(parents=True, exist_ok=True)
+        self.preflight()
+        started: list[Component] = []
+        try:
+            for component in self.components:
+                if self._all_running(component) and component.health().ok:
+                    log.info("%s already running at %s", component.name, component.url)
+                    continue
+                self._stop_component(component)  # half-running from an earlier crash: start clean
+                log.info("starting %s", component.name)
+                component.prepare()
+                for proc in component.processes():
+                    self.registry.start(proc.name, proc.argv, proc.env, proc.cwd)
+                started.append(component)
+                self._wait_healthy(component)
+                log.info("%s healthy at %s", component.name, component.url)
+        except BaseException:
+            # Nothing is left half-started: stop what this call started, newest first.
+            for component in reversed(started):
+                self._stop_component(component)
+            raise
+        return self.status()
+
+    def down(self) -> list[str]:
+        stopped = []
+        for component in reversed(self.components):
+            if self._stop_component(component):
+                stopped.append(component.name)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        statuses = []
+        for component in self.components:
+            running = self._all_running(component)
+            health = component.health() if running else Health(False, "not running")
+            statuses.append(ComponentStatus(component.name, component.url, running, health))
+        return statuses
+
+    # ---------------------------------------------------------------------------------------------
+    def _process_names(self, component: Component) -> list[str]:
+        names = [p.name for p in self._describe(component)]
+        return names or [component.name]
+
+    def _describe(self, component: Component):
+        try:
+            return component.processes()
+        except StackError:
+            return []
+
+    def _running_processes(self, component: Component) -> list[str]:
+        return [n for n in self._pid_names(component) if self.registry.running(n)]
+
+    def _pid_names(self, component: Component) -> list[str]:
+        # Pid files are named after the component or "<component>-<process>".
+        run_dir = self.registry.run_dir
+        if not run_dir.exists():
+            return []
+        return sorted(
+            p.stem for p in run_dir.glob("*.pid") if p.stem == component.name or p.stem.startswith(f"{component.name}-")
+        )
+
+    def _all_running(self, component: Component) -> bool:
+        names = self._pid_names(component)
+        return bool(names) and all(self.registry.running(n) for n in names)
+
+    def _stop_component(self, component: Component) -> bool:
+        stopped = False
+        for name in self._pid_names(component):
+            stopped = self.registry.stop(name) or stopped
+        return stopped
+
+    def _wait_healthy(self, component: Component) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        health = Health(False, "not checked")
+        while time.monotonic() < deadline:
+            for name in self._pid_names(component):
+                if not self.registry.running(name):
+                    raise StackError(
+                        f"{component.name}: process {name} exited during start-up; last log lines "
+                        f"({self.registry.log_file(name)}):\n{self.registry.tail(name)}"
+                    )
+            health = component.health()
+            if health.ok:
+                return
+            time.sleep(1.0)
+        tails = "\n".join(f"--- {n}:\n{self.registry.tail(n)}" for n in self._pid_names(component))
+        raise StackError(
+            f"{component.name}: not healthy after {self.settings.startup_timeout_s:.0f}s ({health.detail}); "
+            f"last log lines:\n{tails}"
+        )
