@@ -121,6 +121,20 @@ class Settings(BaseSettings):
     def alertmanager_url(self) -> str:
         return f"http://{self.host}:{self.alertmanager_port}"
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``PITCREW_*`` variables, for child processes (Airflow tasks, Triton models)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, Path):
+                value = value.resolve()
+            env[f"PITCREW_{name.upper()}"] = str(value)
+        return env
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -377,9 +377,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             # pitcrew code (operators, monitoring, training) is importable by tasks and the plugin.
             "PYTHONPATH": os.pathsep.join(p for p in (str(settings_repo_root()), env.get("PYTHONPATH", "")) if p),
-            "PITCREW_HOME": str(settings.home_dir),
         }
     )
+    # Tasks and the webhook plugin read the same settings as the CLI that started the stack.
+    env.update(settings.as_env())
     return env
 
 
