@@ -27,13 +27,19 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     drift_alpha: float = Field(0.01, gt=0, lt=1, description="Family-wise significance level of drift tests.")
-    drift_min_effect: float = Field(0.1, ge=0, description="Minimum effect size for a column to count as drifted.")
-    min_window_rows: int = Field(200, ge=1, description="Fewer current rows than this is 'insufficient data'.")
+    drift_min_effect: float = Field(
+        0.1, ge=0, description="Minimum effect size for a column to count as drifted."
+    )
+    min_window_rows: int = Field(
+        200, ge=1, description="Fewer current rows than this is 'insufficient data'."
+    )
     min_accuracy_gain: float = Field(0.0, description="Challenger must beat the champion by at least this.")
     latency_p95_budget_ms: float = Field(250.0, gt=0, description="Hot-swap verification latency budget.")
     canary_failure_ratio: float = Field(0.01, ge=0, le=1, description="Max failed-request ratio in canary.")
     canary_p99_latency_s: float = Field(1.0, gt=0, description="Max p99 latency in canary.")
-    canary_min_confidence: float = Field(0.5, ge=0, le=1, description="Min mean top-class confidence in canary.")
+    canary_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="Min mean top-class confidence in canary."
+    )
 
 
 class ModelEntry(BaseModel):
@@ -43,15 +49,21 @@ class ModelEntry(BaseModel):
 
     name: str = Field(description="Triton model name and MLflow registered model name.")
     runtime: Runtime = "python-onnxruntime"
-    base_model: str = Field("minilm", description="Base model dir, hub id, or 'minilm' (the packaged MiniLM).")
+    base_model: str = Field(
+        "minilm", description="Base model dir, hub id, or 'minilm' (the packaged MiniLM)."
+    )
     train_data: str = Field(description="Reference/training data (Parquet, CSV or JSONL; path or URI).")
     inference_log: str = Field(description="Inference log dataset root (path or URI).")
     feedback: str = Field(description="Feedback labels dataset root (path or URI).")
     labels: list[str] = Field(min_length=2, description="Class names, in output order.")
-    approvers: list[str] = Field(default_factory=list, description="Users who may approve; empty = any admin.")
+    approvers: list[str] = Field(
+        default_factory=list, description="Users who may approve; empty = any admin."
+    )
     schedule: str | None = Field("0 2 * * *", description="Nightly retrain cron, or null for none.")
     max_auto_runs_per_day: int = Field(3, ge=0, description="Cap on alert-triggered runs per day.")
-    alert_cooldown_s: int = Field(3600, ge=0, description="Same alert fingerprint within this starts nothing.")
+    alert_cooldown_s: int = Field(
+        3600, ge=0, description="Same alert fingerprint within this starts nothing."
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     @field_validator("name")

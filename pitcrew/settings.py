@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     alertmanager_port: int = Field(29093, description="Alertmanager.")
     alertmanager_cluster_port: int = Field(29094, description="Alertmanager gossip port (bound to host).")
 
-    models_file: Path = Field(REPO_ROOT / "models.yaml", description="The models file (one entry per served model).")
+    models_file: Path = Field(
+        REPO_ROOT / "models.yaml", description="The models file (one entry per served model)."
+    )
     model_repository: Path | None = Field(
         None, description="Triton model repository; default: <home>/model_repository."
     )
@@ -72,15 +74,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Settings:
-        ports = {
-            name: getattr(self, name)
-            for name in type(self).model_fields
-            if name.endswith("_port")
-        }
+        ports = {name: getattr(self, name) for name in type(self).model_fields if name.endswith("_port")}
         seen: dict[int, str] = {}
         for name, port in ports.items():
             if port in seen:
-                raise ValueError(f"PITCREW_{name.upper()} and PITCREW_{seen[port].upper()} both use port {port}")
+                raise ValueError(
+                    f"PITCREW_{name.upper()} and PITCREW_{seen[port].upper()} both use port {port}"
+                )
             seen[port] = name
         return self
 

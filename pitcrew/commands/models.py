@@ -11,7 +11,9 @@ from pitcrew.settings import get_settings
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="validate or list the models file")
-    parser.add_argument("action", choices=["check", "list"], help="check: validate; list: print entries as JSON")
+    parser.add_argument(
+        "action", choices=["check", "list"], help="check: validate; list: print entries as JSON"
+    )
     parser.set_defaults(func=run)
 
 

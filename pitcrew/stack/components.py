@@ -126,7 +126,9 @@ def triton_paths() -> tuple[Path, Path, Path]:
     try:
         import pytriton
     except ImportError as exc:
-        raise StackError("triton: nvidia-pytriton is not installed; run `pip install -r requirements.txt`") from exc
+        raise StackError(
+            "triton: nvidia-pytriton is not installed; run `pip install -r requirements.txt`"
+        ) from exc
     root = Path(pytriton.__file__).parent / "tritonserver"
     binary = root / "bin" / "tritonserver"
     if not binary.exists():
@@ -240,7 +242,9 @@ def prometheus_config(settings: Settings) -> dict:
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(settings.deploy_dir / "prometheus" / "rules" / "*.yml")],
         "alerting": {
-            "alertmanagers": [{"static_configs": [{"targets": [f"{settings.host}:{settings.alertmanager_port}"]}]}]
+            "alertmanagers": [
+                {"static_configs": [{"targets": [f"{settings.host}:{settings.alertmanager_port}"]}]}
+            ]
         },
         "scrape_configs": [
             {
@@ -376,7 +380,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             # pitcrew code (operators, monitoring, training) is importable by tasks and the plugin.
-            "PYTHONPATH": os.pathsep.join(p for p in (str(settings_repo_root()), env.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(settings_repo_root()), env.get("PYTHONPATH", "")) if p
+            ),
         }
     )
     # Tasks and the webhook plugin read the same settings as the CLI that started the stack.
@@ -430,7 +436,8 @@ def airflow_component(settings: Settings) -> Component:
     def processes() -> list[Process]:
         env = airflow_env(settings)
         return [
-            Process(f"airflow-{sub}", [str(venv_bin() / "airflow"), sub], env, home) for sub in AIRFLOW_PROCESSES
+            Process(f"airflow-{sub}", [str(venv_bin() / "airflow"), sub], env, home)
+            for sub in AIRFLOW_PROCESSES
         ]
 
     def health() -> Health:

@@ -77,7 +77,9 @@ class ProcessRegistry:
         )
         log.close()
         proc = ManagedProcess(name=name, pid=popen.pid, create_time=psutil.Process(popen.pid).create_time())
-        self.pid_file(name).write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time, "argv": argv}))
+        self.pid_file(name).write_text(
+            json.dumps({"pid": proc.pid, "create_time": proc.create_time, "argv": argv})
+        )
         return proc
 
     def stop(self, name: str, timeout_s: float = 30.0) -> bool:

@@ -31,10 +31,11 @@ class Stack:
     # ---------------------------------------------------------------------------------------------
     def preflight(self) -> None:
         """Fail before starting anything when the machine cannot run the stack."""
-        if sys.version_info[:2] != (3, 11):
+        major, minor = sys.version_info[0], sys.version_info[1]
+        if (major, minor) != (3, 11):
             raise StackError(
                 f"python: pitcrew needs Python 3.11 (the Triton stub and pinned wheels), this is "
-                f"{sys.version_info.major}.{sys.version_info.minor}; create the venv with python3.11"
+                f"{major}.{minor}; create the venv with python3.11"
             )
         for component in self.components:
             if self._running_processes(component):
@@ -45,7 +46,6 @@ class Stack:
                         f"{component.name}: port {self.settings.host}:{port} is already in use by another "
                         f"program; stop it or choose another port with the PITCREW_*_PORT settings"
                     )
-            component.processes  # noqa: B018  (attribute access only; binaries are checked below)
         # Resolve every command now so a missing binary fails before anything starts.
         for component in self.components:
             if not self._running_processes(component):
@@ -91,16 +91,6 @@ class Stack:
         return statuses
 
     # ---------------------------------------------------------------------------------------------
-    def _process_names(self, component: Component) -> list[str]:
-        names = [p.name for p in self._describe(component)]
-        return names or [component.name]
-
-    def _describe(self, component: Component):
-        try:
-            return component.processes()
-        except StackError:
-            return []
-
     def _running_processes(self, component: Component) -> list[str]:
         return [n for n in self._pid_names(component) if self.registry.running(n)]
 
@@ -110,7 +100,9 @@ class Stack:
         if not run_dir.exists():
             return []
         return sorted(
-            p.stem for p in run_dir.glob("*.pid") if p.stem == component.name or p.stem.startswith(f"{component.name}-")
+            p.stem
+            for p in run_dir.glob("*.pid")
+            if p.stem == component.name or p.stem.startswith(f"{component.name}-")
         )
 
     def _all_running(self, component: Component) -> bool:

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pitcrew.settings import Settings
+from pitcrew.stack import components
+from pitcrew.stack.components import (
+    StackError,
+    airflow_env,
+    alertmanager_config,
+    prepare_triton_backends,
+    prometheus_config,
+    triton_env,
+    webhook_token,
+)
+from pitcrew.stack.runner import Stack
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        home=tmp_path / "home", airflow_port=31080, triton_metrics_port=31002, alertmanager_port=31093
+    )
+
+
+class TestConfigs:
+    def test_prometheus_scrapes_triton_and_alerts_to_alertmanager(self, settings: Settings) -> None:
+        config = prometheus_config(settings)
+        targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+        assert targets["triton"] == ["127.0.0.1:31002"]
+        assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:31093"]
+        assert config["rule_files"][0].endswith("deploy/prometheus/rules/*.yml")
+
+    def test_alertmanager_posts_to_the_plugin_with_the_token(self, settings: Settings) -> None:
+        config = alertmanager_config(settings, "tok")
+        hooks = [h for r in config["receivers"] for h in r.get("webhook_configs", [])]
+        assert hooks, "deploy/alertmanager/alertmanager.yml must have a webhook receiver"
+        for hook in hooks:
+            assert hook["url"] == "http://127.0.0.1:31080/pitcrew/alerts"
+            assert hook["http_config"]["authorization"] == {"type": "Bearer", "credentials": "tok"}
+        yaml.safe_dump(config)  # serialisable as written to disk
+
+    def test_generated_secret_is_stable_and_private(self, settings: Settings) -> None:
+        first = webhook_token(settings)
+        assert len(first) >= 32
+        assert webhook_token(settings) == first
+        path = settings.home_dir / "secrets" / "webhook_token"
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+    def test_configured_token_wins(self, tmp_path: Path) -> None:
+        assert webhook_token(Settings(home=tmp_path, webhook_token="given")) == "given"
+
+    def test_airflow_env_shares_secrets_and_base_url(self, settings: Settings) -> None:
+        env = airflow_env(settings)
+        assert env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:31080"
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == airflow_env(settings)["AIRFLOW__API_AUTH__JWT_SECRET"]
+        assert env["PITCREW_AIRFLOW_PORT"] == "31080"
+        assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+        assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+
+
+class TestTriton:
+    def test_backend_folder_has_the_stub_for_this_python(self, tmp_path: Path) -> None:
+        backends = prepare_triton_backends(tmp_path / "backends")
+        python = backends / "python"
+        assert (python / "libtriton_python.so").resolve().exists()
+        assert (python / "triton_python_backend_stub").stat().st_mode & 0o111
+        prepare_triton_backends(tmp_path / "backends")  # idempotent
+
+    def test_env_puts_this_libpython_first(self) -> None:
+        import sysconfig
+
+        env = triton_env()
+        assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == sysconfig.get_config_var("LIBDIR")
+        assert "nvidia_pytriton.libs" in env["LD_LIBRARY_PATH"]
+        assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+class TestPreflight:
+    def test_port_in_use_names_component_and_setting(self, tmp_path: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            port = sock.getsockname()[1]
+            settings = Settings(home=tmp_path, mlflow_port=port)
+            stack = Stack(settings, [components.mlflow_component(settings)])
+            with pytest.raises(
+                StackError, match=rf"mlflow: port 127.0.0.1:{port} is already in use.*PITCREW_"
+            ):
+                stack.up()
+        assert not (tmp_path / "run" / "mlflow.pid").exists()
+
+    def test_missing_debian_package_names_the_fix(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(components.shutil, "which", lambda _: None)
+        settings = Settings(home=tmp_path, prometheus_port=31990)
+        stack = Stack(settings, [components.prometheus_component(settings)])
+        with pytest.raises(StackError, match="apt-get install -y prometheus"):
+            stack.up()
+
+    def test_wrong_python_version(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(sys, "version_info", (3, 12, 0))
+        stack = Stack(Settings(home=tmp_path), [])
+        with pytest.raises(StackError, match="needs Python 3.11"):
+            stack.up()
+
+    def test_missing_tritonserver_binary(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import pytriton
+
+        fake = tmp_path / "site" / "pytriton"
+        fake.mkdir(parents=True)
+        monkeypatch.setattr(pytriton, "__file__", str(fake / "__init__.py"))
+        settings = Settings(home=tmp_path)
+        stack = Stack(settings, [components.triton_component(settings)])
+        with pytest.raises(StackError, match="triton: no tritonserver binary"):
+            stack.up()
+
+    def test_failed_start_reports_log_tail_and_leaves_nothing(self, tmp_path: Path) -> None:
+        settings = Settings(home=tmp_path, startup_timeout_s=20)
+        broken = components.Component(
+            name="broken",
+            url="http://127.0.0.1:1",
+            ports=[],
+            processes=lambda: [
+                components.Process(
+                    "broken",
+                    [sys.executable, "-c", "print('cannot bind'); raise SystemExit(3)"],
+                    {},
+                    tmp_path,
+                )
+            ],
+            health=lambda: components.Health(False, "down"),
+        )
+        stack = Stack(settings, [broken])
+        with pytest.raises(StackError, match=r"(?s)broken: process broken exited.*cannot bind"):
+            stack.up()
+        assert not (tmp_path / "run" / "broken.pid").exists()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from pitcrew.stack.processes import ProcessRegistry, port_in_use
+
+# A parent that forks a child into its process group, the way Airflow and Triton do.
+FORKING = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+
+
+class TestProcessRegistry:
+    def test_start_and_stop_ends_the_whole_group(self, tmp_path: Path) -> None:
+        registry = ProcessRegistry(tmp_path)
+        proc = registry.start("demo", [sys.executable, "-c", FORKING], env={}, cwd=tmp_path)
+        time.sleep(0.5)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the parent should have forked a child"
+        assert registry.running("demo") == proc
+        assert registry.stop("demo", timeout_s=5)
+        assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+        for child in children:
+            assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        assert not registry.pid_file("demo").exists()
+
+    def test_reused_pid_is_never_signalled(self, tmp_path: Path) -> None:
+        registry = ProcessRegistry(tmp_path)
+        registry.run_dir.mkdir(parents=True)
+        # Our own pid, but with another start time: looks like a stale pid file whose pid was reused.
+        me = psutil.Process()
+        registry.pid_file("stale").write_text(
+            json.dumps({"pid": me.pid, "create_time": me.create_time() - 1000})
+        )
+        assert registry.running("stale") is None
+        assert registry.stop("stale") is False  # and we are still alive to assert it
+        assert not registry.pid_file("stale").exists()
+
+    def test_log_tail(self, tmp_path: Path) -> None:
+        registry = ProcessRegistry(tmp_path)
+        registry.start("echo", [sys.executable, "-c", "print('hello from the server')"], env={}, cwd=tmp_path)
+        deadline = time.monotonic() + 10
+        while "hello from the server" not in registry.tail("echo") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "hello from the server" in registry.tail("echo")
+        assert registry.tail("never-started") == "(no log)"
+
+
+def test_port_in_use() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+    assert not port_in_use("127.0.0.1", port)
