@@ -1,0 +1,356 @@
+"""Fine-tune a sequence classifier with plain torch + transformers.
+
+CUDA when present (bf16 autocast where supported, else fp16 with a gradient scaler), fp32 on CPU; fixed
+seeds; per-step metrics to MLflow when a tracking URI is set; checkpoint and resume; early stopping on the
+eval set; a wall-clock budget. The output folder is written under a temporary name and renamed into place,
+so a failed run never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import LabelledText, load_feedback_join, load_labelled
+from training.errors import DataError, NonFiniteLossError
+from training.inference import MINILM, batched_logits, load_classifier, resolve_model_source, softmax
+from training.metrics import classification_metrics
+from training.mlflow_sink import MetricsSink
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything one fine-tuning run needs; defaults suit MiniLM-sized encoders on a few thousand rows."""
+
+    output_dir: Path
+    train_data: Path | None = None  # Parquet/CSV/JSONL with text and label columns ...
+    inference_log: Path | None = None  # ... or the inference log joined with feedback labels
+    feedback: Path | None = None
+    eval_data: Path | None = None  # default: a seeded hold-out of eval_fraction of the training rows
+    base_model: str = MINILM  # 'minilm', a folder, or a hub id already in the local cache
+    labels: list[str] | None = None  # logit order; default: the base model's labels if they cover the data
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = 128  # the serving tokenizer's limit; short support messages rarely reach it
+    batch_size: int = 32
+    learning_rate: float = 5e-5  # the usual BERT fine-tuning rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs when set
+    eval_fraction: float = 0.1
+    eval_every: int | None = None  # steps; default once per epoch
+    early_stopping_patience: int = 2  # evaluations without improvement before stopping
+    time_budget_s: float | None = None  # stop cleanly (keeping the best weights) after this many seconds
+    checkpoint_dir: Path | None = None  # default: <output_dir>.ckpt next to the output
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI; unset means no MLflow
+    mlflow_experiment: str = "pitcrew-finetune"
+    progress: bool = True
+    overwrite: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        if self.train_data is None and (self.inference_log is None or self.feedback is None):
+            raise DataError("give train_data, or both inference_log and feedback")
+        for name in ("batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return requested
+
+
+def pick_precision(device: str) -> str:
+    """bf16 autocast where the GPU supports it (no scaler needed), else fp16 with a scaler; fp32 on CPU."""
+    import torch
+
+    if device != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def load_training_data(config: FinetuneConfig) -> tuple[LabelledText, LabelledText | None]:
+    """Training rows and, if configured or carved out, evaluation rows."""
+    if config.train_data is not None:
+        train = load_labelled(config.train_data, text_column=config.text_column, label_column=config.label_column)
+    else:
+        train = load_feedback_join(config.inference_log, config.feedback, text_column=config.text_column,
+                                   label_column=config.label_column)
+    train.require_trainable()
+    if config.eval_data is not None:
+        return train, load_labelled(config.eval_data, text_column=config.text_column,
+                                    label_column=config.label_column)
+    n_eval = int(len(train) * config.eval_fraction)
+    if n_eval < 1 or len(train) - n_eval < 2:
+        return train, None
+    order = np.random.default_rng(config.seed).permutation(len(train))
+    held, kept = order[:n_eval], order[n_eval:]
+    pick = lambda idx, tag: LabelledText([train.texts[i] for i in idx], [train.labels[i] for i in idx],  # noqa: E731
+                                         f"{train.source} ({tag})")
+    kept_rows = pick(kept, "train split")
+    kept_rows.require_trainable()
+    return kept_rows, pick(held, "held-out eval split")
+
+
+def choose_labels(config: FinetuneConfig, train: LabelledText) -> list[str]:
+    """Configured labels, else the base model's own labels when they cover the data, else sorted data labels."""
+    if config.labels:
+        train.require_known_labels(config.labels)
+        return list(config.labels)
+    from transformers import AutoConfig
+
+    base_config = AutoConfig.from_pretrained(resolve_model_source(config.base_model), local_files_only=True)
+    base_labels = [base_config.id2label[i] for i in range(base_config.num_labels)] if base_config.id2label else []
+    if base_labels and set(train.labels) <= set(base_labels) and not all(
+            label.startswith("LABEL_") for label in base_labels):
+        return base_labels
+    return sorted(set(train.labels))
+
+
+def finetune(config: FinetuneConfig) -> Path:
+    """Run one fine-tuning and return the output folder (weights, tokenizer, labels.json, training_summary.json)."""
+    import torch
+
+    started = time.monotonic()
+    if config.output_dir.exists() and not config.overwrite:
+        raise FileExistsError(f"output folder {config.output_dir} already exists (pass overwrite)")
+    train, evaluation = load_training_data(config)
+    labels = choose_labels(config, train)
+    if evaluation is not None:
+        evaluation.require_known_labels(labels)
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    precision = pick_precision(device)
+    model, tokenizer = load_classifier(config.base_model, labels=labels, device=device)
+
+    y_train = torch.tensor(train.label_ids(labels))
+    encoded = tokenizer(train.texts, truncation=True, max_length=config.max_length)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    eval_every = config.eval_every or steps_per_epoch
+
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+    warmup = int(config.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    checkpoint_dir = Path(config.checkpoint_dir or f"{config.output_dir}.ckpt")
+    state = {"step": 0, "best_score": None, "bad_evals": 0, "history": []}
+    if config.resume and (checkpoint_dir / "checkpoint.pt").exists():
+        state = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler)
+    best_state = _cpu_state(model) if state["best_score"] is None else torch.load(
+        checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
+
+    sink = MetricsSink.open(config.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+                            config.mlflow_experiment, params=_params(config, labels, device, precision),
+                            tags=config.extra_tags)
+    stop_reason = "max_steps"
+    samples_seen = 0
+    train_seconds = 0.0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not config.progress, desc="fine-tune")
+    model.train()
+    try:
+        while state["step"] < total_steps:
+            step = state["step"]
+            epoch, position = divmod(step, steps_per_epoch)
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
+            idx = order[position * config.batch_size:(position + 1) * config.batch_size].tolist()
+            batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            step_started = time.perf_counter()
+            with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(**batch).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"loss became {loss.item()} at step {step + 1}; nothing was written")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - step_started
+            samples_seen += len(idx)
+            state["step"] = step = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            sink.log({"train_loss": loss.item(), "learning_rate": scheduler.get_last_lr()[0]}, step)
+            state["last_loss"] = loss.item()
+
+            if evaluation is not None and (step % eval_every == 0 or step == total_steps):
+                metrics = _evaluate(model, tokenizer, evaluation, labels, config, device)
+                model.train()
+                sink.log({f"eval_{k}": metrics[k] for k in ("accuracy", "macro_f1", "ece")}, step)
+                state["history"].append({"step": step, **{k: metrics[k] for k in ("accuracy", "macro_f1", "ece")}})
+                score = (metrics["accuracy"], metrics["macro_f1"])
+                if state["best_score"] is None or score > tuple(state["best_score"]):
+                    state["best_score"], state["bad_evals"], state["best_step"] = list(score), 0, step
+                    best_state = _cpu_state(model)
+                else:
+                    state["bad_evals"] += 1
+            if step % eval_every == 0:
+                _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler, state, best_state)
+            if state["bad_evals"] >= config.early_stopping_patience and step < total_steps:
+                stop_reason = "early_stopping"
+                break
+            if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
+                stop_reason = "time_budget"
+                break
+    except BaseException:
+        sink.close(status="FAILED")
+        raise
+    finally:
+        bar.close()
+
+    if evaluation is not None:
+        model.load_state_dict(best_state)
+    final_eval = _evaluate(model, tokenizer, evaluation, labels, config, device) if evaluation is not None else None
+    summary = {
+        "base_model": config.base_model,
+        "labels": labels,
+        "n_train": len(train),
+        "n_eval": len(evaluation) if evaluation is not None else 0,
+        "steps": state["step"],
+        "total_steps": total_steps,
+        "epochs_completed": state["step"] / steps_per_epoch,
+        "stop_reason": stop_reason,
+        "best_step": state.get("best_step"),
+        "last_train_loss": state.get("last_loss"),
+        "eval": final_eval,
+        "history": state["history"],
+        "device": device,
+        "precision": precision,
+        "samples_per_s": samples_seen / train_seconds if train_seconds else None,
+        "wall_s": time.monotonic() - started,
+        "seed": config.seed,
+        "versions": _versions(),
+        "mlflow_run_id": sink.run_id,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+    }
+    if final_eval is not None:
+        sink.log({"final_eval_accuracy": final_eval["accuracy"], "final_eval_macro_f1": final_eval["macro_f1"]},
+                 state["step"])
+    output = _write_output(config.output_dir, model, tokenizer, labels, summary, overwrite=config.overwrite)
+    sink.close(status="FINISHED")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return output
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights, as in the BERT recipe."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _evaluate(model: Any, tokenizer: Any, data: LabelledText, labels: list[str], config: FinetuneConfig,
+              device: str) -> dict:
+    logits = batched_logits(model, tokenizer, data.texts, batch_size=max(64, config.batch_size),
+                            max_length=config.max_length, device=device)
+    return classification_metrics(data.label_ids(labels), softmax(logits), labels)
+
+
+def _cpu_state(model: Any) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any, state: dict,
+                     best_state: dict) -> None:
+    """Model, optimizer, scheduler, scaler and loop state; written to a temp file and renamed (atomic)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "scaler": scaler.state_dict(), "state": state, "rng": torch.get_rng_state(),
+               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    for name, obj in (("best.pt", best_state), ("checkpoint.pt", payload)):
+        tmp = folder / f".{name}.tmp"
+        torch.save(obj, tmp)
+        os.replace(tmp, folder / name)
+
+
+def _load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict:
+    import torch
+
+    payload = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    torch.set_rng_state(payload["rng"])  # dropout continues exactly where the interrupted run was
+    if payload["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return payload["state"]
+
+
+def _write_output(output_dir: Path, model: Any, tokenizer: Any, labels: list[str], summary: dict, *,
+                  overwrite: bool) -> Path:
+    tmp = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.to("cpu").save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "labels.json").write_text(json.dumps(labels))
+        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if output_dir.exists() and overwrite:
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir
+
+
+def _params(config: FinetuneConfig, labels: list[str], device: str, precision: str) -> dict[str, str]:
+    keys = ("base_model", "batch_size", "learning_rate", "epochs", "max_steps", "max_length", "seed",
+            "weight_decay", "warmup_ratio", "train_data")
+    params = {k: str(getattr(config, k)) for k in keys}
+    params.update(labels=",".join(labels), device=device, precision=precision)
+    return params
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
