@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pitcrew.canary import CanaryMetric, CanaryPolicy, Phase, run_canary
+
+ERRORS = CanaryMetric("failure_ratio", "errors", max_value=0.01)
+CONFIDENCE = CanaryMetric("confidence", "confidence", min_value=0.6)
+
+
+def scripted(answers: dict[str, list[list[float]]]):
+    """A query function that returns the next scripted answer per query, and records the calls."""
+    calls: list[str] = []
+
+    def query(q: str) -> list[float]:
+        calls.append(q)
+        return answers[q].pop(0)
+
+    return query, calls
+
+
+class TestCanaryMetric:
+    def test_needs_exactly_one_bound(self) -> None:
+        with pytest.raises(ValueError, match="exactly one"):
+            CanaryMetric("x", "q")
+        with pytest.raises(ValueError, match="exactly one"):
+            CanaryMetric("x", "q", max_value=1, min_value=0)
+
+    @pytest.mark.parametrize(
+        ("values", "phase"),
+        [([0.0], Phase.SUCCESSFUL), ([0.01], Phase.SUCCESSFUL), ([0.02], Phase.FAILED), ([0.0, 0.5], Phase.FAILED),
+         ([], Phase.INCONCLUSIVE), ([math.nan], Phase.INCONCLUSIVE), ([0.0, math.nan], Phase.INCONCLUSIVE)],
+    )  # fmt: skip
+    def test_judge_max(self, values: list[float], phase: Phase) -> None:
+        assert ERRORS.judge(values) is phase
+
+    def test_judge_min(self) -> None:
+        assert CONFIDENCE.judge([0.9]) is Phase.SUCCESSFUL
+        assert CONFIDENCE.judge([0.9, 0.5]) is Phase.FAILED
+
+
+class TestRunCanary:
+    def test_all_good_is_successful_after_count_rounds(self) -> None:
+        query, calls = scripted({"errors": [[0.0]] * 3, "confidence": [[0.8]] * 3})
+        sleeps: list[float] = []
+        result = run_canary([ERRORS, CONFIDENCE], CanaryPolicy(interval_s=5, count=3), query, sleeps.append)
+        assert result.phase is Phase.SUCCESSFUL
+        assert len(result.measurements) == 6
+        assert sleeps == [5, 5]
+        assert calls == ["errors", "confidence"] * 3
+
+    def test_failure_beyond_limit_stops_early(self) -> None:
+        query, calls = scripted({"errors": [[0.0], [0.2], [0.3], [0.0]], "confidence": [[0.8]] * 4})
+        result = run_canary(
+            [ERRORS, CONFIDENCE], CanaryPolicy(interval_s=0, count=4, failure_limit=1), query, lambda _: None
+        )
+        assert result.phase is Phase.FAILED
+        assert "failure_ratio" in result.reason and "failure limit 1" in result.reason
+        assert len(calls) == 5  # stopped at the second failure, before the third round's confidence query
+
+    def test_failure_within_limit_passes(self) -> None:
+        query, _ = scripted({"errors": [[0.0], [0.2], [0.0]]})
+        result = run_canary(
+            [ERRORS], CanaryPolicy(interval_s=0, count=3, failure_limit=1), query, lambda _: None
+        )
+        assert result.phase is Phase.SUCCESSFUL
+
+    def test_empty_result_is_inconclusive_never_a_pass(self) -> None:
+        query, _ = scripted({"errors": [[]] * 3})
+        result = run_canary([ERRORS], CanaryPolicy(interval_s=0, count=3), query, lambda _: None)
+        assert result.phase is Phase.INCONCLUSIVE
+        assert "human" in result.reason
+
+    def test_nan_is_inconclusive(self) -> None:
+        query, _ = scripted({"errors": [[math.nan], [0.0]]})
+        result = run_canary([ERRORS], CanaryPolicy(interval_s=0, count=2), query, lambda _: None)
+        assert result.phase is Phase.INCONCLUSIVE
+        assert result.to_dict()["measurements"][0]["values"] == [None]  # JSON-safe
+
+    def test_inconclusive_within_limit(self) -> None:
+        query, _ = scripted({"errors": [[math.nan], [0.0], [0.0]]})
+        result = run_canary(
+            [ERRORS], CanaryPolicy(interval_s=0, count=3, inconclusive_limit=1), query, lambda _: None
+        )
+        assert result.phase is Phase.SUCCESSFUL
+
+    def test_needs_metrics_and_valid_policy(self) -> None:
+        with pytest.raises(ValueError, match="at least one metric"):
+            run_canary([], CanaryPolicy(), lambda q: [0.0])
+        with pytest.raises(ValueError, match="count"):
+            CanaryPolicy(count=0)
