@@ -1,0 +1,85 @@
+"""Prometheus text for ``GET /pitcrew/metrics``: alert decisions from the shared state, plus pipeline textfiles.
+
+Counts come from the SQLite state rather than process memory, so they are right across API-server
+workers and restarts. Tasks write ``<home>/metrics/*.prom`` (Prometheus text format, e.g. with
+``prometheus_client.write_to_textfile``); each valid file is appended, an invalid one is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from pitcrew.alerts.policy import AlertPolicy
+
+log = logging.getLogger(__name__)
+
+#: A textfile larger than this is skipped: a runaway writer must not make every scrape slow.
+MAX_TEXTFILE_BYTES = 1 << 20
+
+
+class _StateCollector:
+    def __init__(self, policy: AlertPolicy, rejected: dict[str, int], bad_textfiles: list[int]) -> None:
+        self.policy = policy
+        self.rejected = rejected
+        self.bad_textfiles = bad_textfiles
+
+    def collect(self) -> Iterator[Metric]:
+        alerts = CounterMetricFamily(
+            "pitcrew_alerts",
+            "Alerts received by the pitcrew webhook, by source, model and decision.",
+            labels=["source", "model", "decision"],
+        )
+        for (source, model, decision), count in sorted(self.policy.decision_counts().items()):
+            alerts.add_metric([source, model, decision], count)
+        yield alerts
+        rejected = CounterMetricFamily(
+            "pitcrew_webhook_rejected_requests",
+            "Webhook requests refused before any alert was read (this API-server process), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        bad = GaugeMetricFamily(
+            "pitcrew_metrics_invalid_textfiles", "Textfiles under <home>/metrics skipped as invalid at this scrape."
+        )
+        bad.add_metric([], self.bad_textfiles[0])
+        yield bad
+
+
+def _valid_textfiles(folder: Path) -> tuple[list[str], int]:
+    texts: list[str] = []
+    invalid = 0
+    if not folder.is_dir():
+        return texts, invalid
+    for path in sorted(folder.glob("*.prom")):
+        try:
+            if path.stat().st_size > MAX_TEXTFILE_BYTES:
+                raise ValueError("too large")
+            text = path.read_text()
+            list(text_string_to_metric_families(text))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("skipping metrics textfile %s: %s", path, exc)
+            invalid += 1
+            continue
+        texts.append(text if text.endswith("\n") else text + "\n")
+    return texts, invalid
+
+
+def render_metrics(policy: AlertPolicy, textfile_dir: Path, rejected: dict[str, int]) -> bytes:
+    """The full exposition: state-derived counters first, then each valid textfile."""
+    texts, invalid = _valid_textfiles(textfile_dir)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StateCollector(policy, rejected, [invalid]))  # type: ignore[arg-type]
+    return generate_latest(registry) + "".join(texts).encode()
+
+
+def metric_names(text: str) -> Iterable[str]:
+    """Family names in an exposition (tests and the dashboard check use it)."""
+    return [family.name for family in text_string_to_metric_families(text)]

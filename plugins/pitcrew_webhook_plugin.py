@@ -1,0 +1,40 @@
+"""Airflow plugin: mounts pitcrew's alert webhook app at ``/pitcrew`` on the Airflow API server.
+
+Endpoints: ``POST /pitcrew/alerts`` (Alertmanager v4 / Grafana webhooks), ``GET /pitcrew/health``,
+``GET /pitcrew/metrics`` (pipeline metrics for Prometheus). The app authenticates its callers itself;
+Airflow's own API auth is unchanged. Settings, secrets and state are read on first request, not at
+import (Airflow imports plugins in every process).
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from pitcrew.alerts.airflow_trigger import trigger_run
+from pitcrew.alerts.service import AlertService, service_from_settings
+from pitcrew.alerts.webhook import WebhookConfig, create_app
+
+
+def _config() -> WebhookConfig:
+    from pitcrew.settings import get_settings
+    from pitcrew.stack.components import webhook_hmac_secret, webhook_token
+
+    settings = get_settings()
+    return WebhookConfig(
+        token=webhook_token(settings),
+        hmac_secret=webhook_hmac_secret(settings),
+        metrics_dir=settings.home_dir / "metrics",
+    )
+
+
+def _service() -> AlertService:
+    from pitcrew.settings import get_settings
+
+    return service_from_settings(get_settings(), trigger_run)
+
+
+class PitcrewWebhookPlugin(AirflowPlugin):
+    name = "pitcrew_webhook"
+    fastapi_apps = [
+        {"app": create_app(_config, _service), "url_prefix": "/pitcrew", "name": "pitcrew alert webhook"},
+    ]

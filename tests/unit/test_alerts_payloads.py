@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pitcrew.alerts.client import alert_entry, alertmanager_body
+from pitcrew.alerts.errors import PayloadError
+from pitcrew.alerts.payloads import WATCH_RECEIVER, parse_payload
+
+# Grafana's documented webhook example (docs/sources/alerting/.../integrations/webhook-notifier.md).
+GRAFANA_EXAMPLE = {
+    "receiver": "My Super Webhook",
+    "status": "firing",
+    "orgId": 1,
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "High memory usage", "team": "blue", "zone": "us-1"},
+            "annotations": {
+                "description": "The system has high memory usage",
+                "runbook_url": "https://myrunbook.com/runbook/1234",
+                "summary": "This alert was triggered for zone us-1",
+            },
+            "startsAt": "2021-10-12T09:51:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://play.grafana.org/alerting/1afz29v7z/edit",
+            "fingerprint": "c6eadffa33fcdf37",
+            "silenceURL": "https://play.grafana.org/alerting/silence/new?alertmanager=grafana",
+            "dashboardURL": "",
+            "panelURL": "",
+            "values": {"B": 44.23943737541908, "C": 1},
+        },
+        {
+            "status": "firing",
+            "labels": {"alertname": "High CPU usage", "team": "blue", "zone": "eu-1"},
+            "annotations": {"description": "The system has high CPU usage"},
+            "startsAt": "2021-10-12T09:56:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://play.grafana.org/alerting/d1rdpdv7k/edit",
+            "fingerprint": "bc97ff14869b13e3",
+            "silenceURL": "",
+            "dashboardURL": "",
+            "panelURL": "",
+            "values": {"B": 44.23943737541908, "C": 1},
+        },
+    ],
+    "groupLabels": {},
+    "commonLabels": {"team": "blue"},
+    "commonAnnotations": {},
+    "externalURL": "https://play.grafana.org/",
+    "version": "1",
+    "groupKey": "{}:{}",
+    "truncatedAlerts": 0,
+    "title": "[FIRING:2]  (blue)",
+    "state": "alerting",
+    "message": "**Firing**",
+}
+
+# Alertmanager's webhook as it really sends it (nanosecond timestamps).
+ALERTMANAGER_EXAMPLE = {
+    "receiver": "pitcrew",
+    "status": "firing",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"},
+            "annotations": {"summary": "Triton model textclf failed inference requests"},
+            "startsAt": "2026-11-22T00:10:03.123456789Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:29090/graph?g0.expr=x",
+            "fingerprint": "6b3ad8b2c1d4e5f6",
+        }
+    ],
+    "groupLabels": {"alertname": "TritonInferenceFailures", "model": "textclf"},
+    "commonLabels": {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"},
+    "commonAnnotations": {},
+    "externalURL": "http://127.0.0.1:29093",
+    "version": "4",
+    "groupKey": '{}:{alertname="TritonInferenceFailures", model="textclf"}',
+    "truncatedAlerts": 0,
+}
+
+
+def _body(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+class TestParsePayload:
+    def test_grafana_documented_example(self) -> None:
+        fmt, alerts = parse_payload(_body(GRAFANA_EXAMPLE))
+        assert fmt == "grafana"
+        assert [a.name for a in alerts] == ["High memory usage", "High CPU usage"]
+        assert alerts[0].fingerprint == "c6eadffa33fcdf37"
+        assert alerts[0].source == "grafana"
+        assert alerts[0].labels["zone"] == "us-1"
+        assert alerts[0].starts_at.utcoffset().total_seconds() == 7200
+
+    def test_alertmanager_example(self) -> None:
+        fmt, alerts = parse_payload(_body(ALERTMANAGER_EXAMPLE))
+        assert fmt == "alertmanager"
+        (alert,) = alerts
+        assert alert.name == "TritonInferenceFailures"
+        assert alert.status == "firing"
+        assert alert.source == "alertmanager"
+        conf = alert.as_conf()
+        assert conf == {
+            "name": "TritonInferenceFailures",
+            "labels": {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"},
+            "fingerprint": "6b3ad8b2c1d4e5f6",
+            "starts_at": "2026-11-22T00:10:03.123456+00:00",
+            "source": "alertmanager",
+        }
+        json.dumps(conf)
+
+    def test_watch_receiver_marks_source(self) -> None:
+        body = alertmanager_body([alert_entry({"alertname": "A", "model": "textclf"})], receiver=WATCH_RECEIVER)
+        _, (alert,) = parse_payload(body)
+        assert alert.source == WATCH_RECEIVER
+
+    @pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe", b"[]", b"42", b'"x"', b"null"])
+    def test_not_a_json_object_is_400(self, body: bytes) -> None:
+        with pytest.raises(PayloadError) as info:
+            parse_payload(body)
+        assert info.value.status == 400
+
+    @pytest.mark.parametrize(
+        ("change", "needle"),
+        [
+            ({"version": "3"}, "version '3'"),
+            ({"version": None}, "version None"),
+            ({"alerts": []}, "alerts"),
+            ({"status": "pending"}, "status"),
+            ({"alerts": [{"status": "firing", "labels": {}, "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "a"}]},
+             "alertname"),
+            ({"alerts": [{"status": "firing", "labels": {"alertname": 3}, "startsAt": "x", "fingerprint": "a"}]},
+             "alerts.0"),
+        ],
+    )  # fmt: skip
+    def test_wrong_schema_is_422_naming_the_field(self, change: dict, needle: str) -> None:
+        with pytest.raises(PayloadError) as info:
+            parse_payload(_body({**ALERTMANAGER_EXAMPLE, **change}))
+        assert info.value.status == 422
+        assert needle in str(info.value)
+
+    def test_grafana_unknown_version(self) -> None:
+        with pytest.raises(PayloadError, match="Grafana webhook version '2'"):
+            parse_payload(_body({**GRAFANA_EXAMPLE, "version": "2"}))
+
+    def test_fingerprint_must_be_token_characters(self) -> None:
+        alert = {**ALERTMANAGER_EXAMPLE["alerts"][0], "fingerprint": "../../etc"}
+        with pytest.raises(PayloadError, match="fingerprint"):
+            parse_payload(_body({**ALERTMANAGER_EXAMPLE, "alerts": [alert]}))
