@@ -1,0 +1,227 @@
+"""Triton Python backend of a pitcrew text classifier: raw text in; label, probabilities, version out.
+
+Each version folder holds this file plus a model artifact (docs/model-artifact.md). Tokenization runs here
+with the artifact's tokenizer, truncated to its ``max_length``; the network runs in ONNX Runtime in this
+process (runtime ``python-onnxruntime``) or in a ``<name>_core`` model of Triton's ORT/TensorRT backend
+called through BLS (``core_model`` parameter). Every request gets its own response: a bad request (empty
+text, invalid UTF-8) gets a ``TritonError`` and the rest of the batch is served. Business metrics go to
+Triton's metrics endpoint; each prediction goes to the inference log, whose failures are only counted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+#: Longest text (characters) handed to the tokenizer; beyond max_length tokens it is truncated anyway,
+#: and cutting first keeps a 1 MB request from costing a second of tokenization.
+CHARS_PER_TOKEN_BOUND = 32
+TOKEN_BUCKETS = [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+RATIO_BUCKETS = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
+CONFIDENCE_BUCKETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
+
+
+class InvalidText(ValueError):
+    """A request's text cannot be classified; becomes that request's TritonError."""
+
+
+def _decode(raw: object, max_chars: int) -> tuple[str, bool]:
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidText(f"text is not valid UTF-8 (byte {exc.start})") from None
+    else:
+        text = str(raw)
+    if not text.strip():
+        raise InvalidText("text is empty")
+    return text[:max_chars], len(text) > max_chars
+
+
+class _Metrics:
+    """pitcrew_* business metrics, labelled by model and version (and class for predictions)."""
+
+    def __init__(self, model: str, version: str, labels: list[str]) -> None:
+        # A family must outlive its metrics, so every family is kept on this object.
+        self.families: list = []
+        base = {"model": model, "version": version}
+        self.tokens = self._histogram(
+            "pitcrew_input_tokens", "Tokens per classified text after truncation.", base, TOKEN_BUCKETS
+        )
+        self.unknown_ratio = self._histogram(
+            "pitcrew_unknown_token_ratio", "Share of unknown tokens per classified text.", base, RATIO_BUCKETS
+        )
+        self.confidence = self._histogram(
+            "pitcrew_top_class_confidence", "Probability of the predicted class.", base, CONFIDENCE_BUCKETS
+        )
+        predictions = self._family(
+            "pitcrew_predictions_total", "Predictions served, by predicted class.", pb_utils.MetricFamily.COUNTER
+        )
+        self.predictions = {c: predictions.Metric(labels={**base, "class": c}) for c in labels}
+        self.log_failures = self._family(
+            "pitcrew_inference_log_failures_total",
+            "Inference log rows that could not be written (the requests were still served).",
+            pb_utils.MetricFamily.COUNTER,
+        ).Metric(labels=base)
+        self.rejected = self._family(
+            "pitcrew_rejected_texts_total",
+            "Requests answered with an error (empty text, invalid UTF-8).",
+            pb_utils.MetricFamily.COUNTER,
+        ).Metric(labels=base)
+
+    def _family(self, name: str, description: str, kind):
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+        self.families.append(family)
+        return family
+
+    def _histogram(self, name: str, description: str, labels: dict, buckets: list[float]):
+        family = self._family(name, description, pb_utils.MetricFamily.HISTOGRAM)
+        return family.Metric(labels=labels, buckets=buckets)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.model_name = args["model_name"]
+        self.version = str(args["model_version"])
+        folder = Path(args["model_repository"]) / self.version
+        self.labels = json.loads((folder / "labels.json").read_text())
+        serving = json.loads((folder / "serving.json").read_text())
+        self.max_length = int(serving.get("max_length", 128))
+        self.input_names = list(serving.get("input_names", ["input_ids", "attention_mask"]))
+        self.max_chars = self.max_length * CHARS_PER_TOKEN_BOUND
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.unk_id = self.tokenizer.unk_token_id
+        self.special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        self.core_model = params.get("core_model") or None
+        self.session = None
+        if self.core_model is None:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = int(params.get("ort_threads", "1"))
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(
+                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+        self.metrics = _Metrics(self.model_name, self.version, self.labels)
+        self.log = None
+        log_uri = params.get("inference_log_uri", "")
+        if log_uri:
+            from monitoring.inference_log import InferenceLogWriter
+
+            self.log = InferenceLogWriter(
+                log_uri,
+                flush_interval_s=float(params.get("inference_log_flush_s", "2.0")),
+                on_failure=lambda _exc, rows: self.metrics.log_failures.increment(rows),
+            )
+
+    # ------------------------------------------------------------------------------------------
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        texts: list[str] = []
+        owners: list[tuple[int, int, int]] = []  # (request index, first text, text count)
+        for i, request in enumerate(requests):
+            try:
+                tensor = pb_utils.get_input_tensor_by_name(request, "text")
+                if tensor is None:
+                    raise InvalidText("input 'text' is missing")
+                decoded = [_decode(x, self.max_chars)[0] for x in tensor.as_numpy().reshape(-1)]
+                if not decoded:
+                    raise InvalidText("no text in request")
+            except InvalidText as exc:
+                self.metrics.rejected.increment(1)
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                continue
+            owners.append((i, len(texts), len(decoded)))
+            texts.extend(decoded)
+        if not texts:
+            return responses
+        try:
+            probs, token_counts, unk_ratios = self._predict(texts)
+        except Exception as exc:  # the model itself failed: every pending request gets the error
+            for i, _, _ in owners:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"inference failed: {exc}"))
+            return responses
+        top = probs.argmax(axis=1)
+        confidence = probs[np.arange(len(top)), top]
+        predicted = [self.labels[k] for k in top]
+        now = time.time()
+        records = []
+        for i, first, count in owners:
+            base_id = requests[i].request_id() or uuid.uuid4().hex
+            ids = [base_id] if count == 1 else [f"{base_id}:{j}" for j in range(count)]
+            rows = slice(first, first + count)
+            responses[i] = pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("label", np.array([[x.encode()] for x in predicted[rows]], dtype=np.object_)),
+                    pb_utils.Tensor("probabilities", probs[rows].astype(np.float32)),
+                    pb_utils.Tensor("version", np.array([[self.version.encode()]] * count, dtype=np.object_)),
+                    pb_utils.Tensor("request_id", np.array([[x.encode()] for x in ids], dtype=np.object_)),
+                ]
+            )
+            if self.log is not None:
+                records.extend(self._records(ids, texts[rows], predicted[rows], confidence[rows], now))
+        try:
+            self._observe(predicted, confidence, token_counts, unk_ratios)
+        except Exception as exc:  # metrics are best effort: a metrics problem never fails a request
+            pb_utils.Logger.log_warn(f"pitcrew metrics: {exc}")
+        if records:
+            self.log.append(records)
+        return responses
+
+    def _predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        feeds = {name: encoded[name].astype(np.int64) for name in self.input_names}
+        if self.session is not None:
+            logits = self.session.run(["logits"], feeds)[0]
+        else:
+            logits = self._core_logits(feeds)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        ids = encoded["input_ids"]
+        mask = encoded["attention_mask"].astype(bool)
+        content = mask & ~np.isin(ids, self.special_ids)
+        token_counts = content.sum(axis=1)
+        unknown = (content & (ids == self.unk_id)).sum(axis=1) if self.unk_id is not None else np.zeros(len(texts))
+        ratios = np.divide(unknown, token_counts, out=np.zeros(len(texts)), where=token_counts > 0)
+        return probs, token_counts, ratios
+
+    def _core_logits(self, feeds: dict) -> np.ndarray:
+        request = pb_utils.InferenceRequest(
+            model_name=self.core_model,
+            requested_output_names=["logits"],
+            inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.core_model}: {response.error().message()}")
+        return pb_utils.get_output_tensor_by_name(response, "logits").as_numpy()
+
+    def _records(self, ids, texts, labels, confidences, now: float) -> list:
+        from monitoring.inference_log import InferenceRecord
+
+        return [
+            InferenceRecord(rid, now, self.model_name, self.version, text, label, float(conf))
+            for rid, text, label, conf in zip(ids, texts, labels, confidences, strict=True)
+        ]
+
+    def _observe(self, predicted, confidence, token_counts, unk_ratios) -> None:
+        for label, conf, tokens, ratio in zip(predicted, confidence, token_counts, unk_ratios, strict=True):
+            self.metrics.predictions[label].increment(1)
+            self.metrics.confidence.observe(float(conf))
+            self.metrics.tokens.observe(float(tokens))
+            self.metrics.unknown_ratio.observe(float(ratio))
+
+    def finalize(self) -> None:
+        if self.log is not None:
+            self.log.close()

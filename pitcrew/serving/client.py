@@ -1,0 +1,140 @@
+"""A small Triton client for the swap protocol: control calls with bounded retries, and text inference.
+
+Only connection failures are retried (the server is restarting or not up yet); an answer from Triton,
+such as a refused load, is final and raised at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from pitcrew.serving.errors import ModelLoadError, ServingError, TritonUnavailableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: What a refused connection looks like from geventhttpclient; these, and only these, are retried.
+RETRYABLE = (ConnectionError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: list[float]
+    version: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """Cumulative success counters of one version (Triton's statistics API)."""
+
+    success_count: int
+    success_ns: int
+    queue_ns: int
+    compute_ns: int
+
+
+class TritonControl:
+    """Control-plane and inference calls against one Triton HTTP endpoint.
+
+    :param url: ``host:port`` of Triton's HTTP endpoint.
+    :param retries: attempts for a call whose connection fails.
+    :param load_timeout_s: how long one load call may block (Triton returns when the version is READY).
+    """
+
+    def __init__(self, url: str, *, retries: int = 3, backoff_s: float = 0.5, load_timeout_s: float = 600.0) -> None:
+        if retries < 1:
+            raise ValueError("retries must be >= 1")
+        self.url = url
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._client = httpclient.InferenceServerClient(
+            url, connection_timeout=5.0, network_timeout=load_timeout_s
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn()
+            except RETRYABLE as exc:
+                if attempt == self.retries:
+                    raise TritonUnavailableError(
+                        f"Triton at {self.url} unreachable for {what} after {self.retries} attempts: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                log.warning("Triton %s: %s failed (%s); retry %d/%d", self.url, what, exc, attempt, self.retries)
+                time.sleep(self.backoff_s * attempt)
+        raise AssertionError("unreachable")
+
+    def is_live(self) -> bool:
+        return bool(self._call("health", self._client.is_server_live))
+
+    def load(self, model: str, config_json: str | None = None) -> None:
+        """Load (or reload) ``model``; blocks until its versions are READY; :class:`ModelLoadError` if refused."""
+        try:
+            self._call(f"load {model}", lambda: self._client.load_model(model, config=config_json))
+        except InferenceServerException as exc:
+            raise ModelLoadError(f"Triton refused to load {model}: {exc.message()}") from exc
+
+    def unload(self, model: str) -> None:
+        try:
+            self._call(f"unload {model}", lambda: self._client.unload_model(model))
+        except InferenceServerException as exc:
+            raise ServingError(f"Triton refused to unload {model}: {exc.message()}") from exc
+
+    def ready_versions(self, model: str) -> list[int]:
+        """Versions of ``model`` that are READY now, ascending."""
+        index = self._call("repository index", self._client.get_model_repository_index)
+        return sorted(
+            int(entry["version"])
+            for entry in index
+            if entry.get("name") == model and entry.get("state") == "READY" and str(entry.get("version", "")).isdigit()
+        )
+
+    def is_ready(self, model: str, version: int | None = None) -> bool:
+        v = "" if version is None else str(version)
+        return bool(self._call("model ready", lambda: self._client.is_model_ready(model, v)))
+
+    def stats(self, model: str, version: int) -> VersionStats:
+        raw = self._call("statistics", lambda: self._client.get_inference_statistics(model, str(version)))
+        for entry in raw.get("model_stats", []):
+            if str(entry.get("version")) == str(version):
+                s = entry["inference_stats"]
+                return VersionStats(
+                    int(s["success"]["count"]), int(s["success"]["ns"]), int(s["queue"]["ns"]), int(s["compute_infer"]["ns"])
+                )
+        raise ServingError(f"Triton has no statistics for {model} version {version}")
+
+    def classify(
+        self, model: str, texts: Sequence[str | bytes], version: int | None = None, request_id: str = ""
+    ) -> list[Prediction]:
+        """Send ``texts`` as one batched request; raise ``InferenceServerException`` if Triton rejects it."""
+        data = np.array([[t.encode() if isinstance(t, str) else t] for t in texts], dtype=object)
+        inputs = [httpclient.InferInput("text", list(data.shape), "BYTES")]
+        inputs[0].set_data_from_numpy(data)
+        result = self._call(
+            f"infer {model}",
+            lambda: self._client.infer(
+                model, inputs, model_version="" if version is None else str(version), request_id=request_id
+            ),
+        )
+        labels = result.as_numpy("label").reshape(-1)
+        probs = result.as_numpy("probabilities")
+        versions = result.as_numpy("version").reshape(-1)
+        ids = result.as_numpy("request_id").reshape(-1)
+        return [
+            Prediction(labels[i].decode(), probs[i].tolist(), versions[i].decode(), ids[i].decode())
+            for i in range(len(labels))
+        ]

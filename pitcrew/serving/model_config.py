@@ -1,0 +1,126 @@
+"""Generate Triton ``config.pbtxt`` files with protobuf (Triton's own ``ModelConfig`` message).
+
+One stable model name takes raw text and answers label, probabilities, version and request id. For the
+``python-onnxruntime`` runtime the Python backend runs ONNX Runtime itself; for ``onnxruntime`` and
+``tensorrt`` the same Python front end tokenizes and calls a ``<name>_core`` model (Triton's ORT or TensorRT
+backend) through BLS, so clients never see the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+RUNTIMES = ("python-onnxruntime", "onnxruntime", "tensorrt")
+_CORE_BACKEND = {"onnxruntime": ("onnxruntime", "model.onnx"), "tensorrt": ("tensorrt", "model.plan")}
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """What the generated config says beyond names and shapes; defaults suit a 2-core CPU box."""
+
+    runtime: str = "python-onnxruntime"
+    max_batch_size: int = 64  # Triton rejects larger batches before the model sees them
+    max_queue_delay_us: int = 1000  # dynamic batching waits at most 1 ms to fill a batch
+    instance_count: int = 1
+    ort_threads: int = 1  # intra-op threads per instance; instances x threads <= cores
+    inference_log_uri: str = ""  # empty: no inference log
+    inference_log_flush_s: float = 2.0
+    extra_parameters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
+        if self.max_batch_size < 1 or self.instance_count < 1 or self.ort_threads < 1:
+            raise ValueError("max_batch_size, instance_count and ort_threads must be >= 1")
+        if self.inference_log_flush_s <= 0:
+            raise ValueError("inference_log_flush_s must be positive")
+
+
+def core_model_name(name: str) -> str:
+    return f"{name}_core"
+
+
+def _tensor(name: str, dtype: int, dims: list[int]) -> dict:
+    return {"name": name, "data_type": dtype, "dims": dims}
+
+
+def text_model_config(name: str, num_labels: int, options: ServingOptions) -> mc.ModelConfig:
+    """The raw-text front model that clients call by ``name``."""
+    if num_labels < 2:
+        raise ValueError(f"model {name!r} needs at least 2 labels, got {num_labels}")
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=options.max_batch_size)
+    config.input.add(**_tensor("text", mc.TYPE_STRING, [1]))
+    config.output.add(**_tensor("label", mc.TYPE_STRING, [1]))
+    config.output.add(**_tensor("probabilities", mc.TYPE_FP32, [num_labels]))
+    config.output.add(**_tensor("version", mc.TYPE_STRING, [1]))
+    config.output.add(**_tensor("request_id", mc.TYPE_STRING, [1]))
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.instance_count)
+    config.version_policy.latest.num_versions = 1
+    params = {
+        "runtime": options.runtime,
+        "ort_threads": str(options.ort_threads),
+        "inference_log_uri": options.inference_log_uri,
+        "inference_log_flush_s": str(options.inference_log_flush_s),
+        **options.extra_parameters,
+    }
+    if options.runtime != "python-onnxruntime":
+        params["core_model"] = core_model_name(name)
+    for key, value in params.items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def core_model_config(
+    name: str, num_labels: int, input_names: list[str], options: ServingOptions
+) -> mc.ModelConfig:
+    """The tensor-in, logits-out model run by Triton's ORT or TensorRT backend (not for python-onnxruntime)."""
+    if options.runtime not in _CORE_BACKEND:
+        raise ValueError(f"runtime {options.runtime!r} has no core model; the Python backend runs ONNX itself")
+    backend, filename = _CORE_BACKEND[options.runtime]
+    config = mc.ModelConfig(
+        name=core_model_name(name),
+        backend=backend,
+        max_batch_size=options.max_batch_size,
+        default_model_filename=filename,
+    )
+    for input_name in input_names:
+        config.input.add(**_tensor(input_name, mc.TYPE_INT64, [-1]))
+    config.output.add(**_tensor("logits", mc.TYPE_FP32, [num_labels]))
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    kind = mc.ModelInstanceGroup.KIND_GPU if options.runtime == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=kind, count=options.instance_count)
+    config.version_policy.latest.num_versions = 1
+    return config
+
+
+def set_version_policy(config: mc.ModelConfig, versions: list[int]) -> mc.ModelConfig:
+    """A copy of ``config`` that serves exactly ``versions`` (the hot-swap pins old+new, then new)."""
+    if not versions:
+        raise ValueError("a version policy needs at least one version")
+    pinned = mc.ModelConfig()
+    pinned.CopyFrom(config)
+    pinned.version_policy.Clear()
+    pinned.version_policy.specific.versions.extend(sorted(set(versions)))
+    return pinned
+
+
+def to_pbtxt(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def from_pbtxt(text: str) -> mc.ModelConfig:
+    """Parse a ``config.pbtxt``; raises ``ValueError`` naming the problem if it is not a valid ModelConfig."""
+    try:
+        return text_format.Parse(text, mc.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(f"invalid config.pbtxt: {exc}") from exc
+
+
+def to_load_json(config: mc.ModelConfig) -> str:
+    """The config as the JSON string Triton's load API accepts as ``parameters.config``."""
+    return json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True))
