@@ -1,0 +1,175 @@
+"""The MLflow registry contract of DESIGN.md §6, on top of an ``MlflowClient`` the caller provides.
+
+One registered model per served model. Aliases: ``champion`` (serving), ``challenger`` (candidate),
+``previous`` (the last champion). The MLflow version number is also the Triton version number, so what
+is registered and what is served can always be matched. Each version carries lineage tags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+
+#: Artifact paths inside the registering run.
+SERVING_PATH = "serving"
+CHECKPOINT_PATH = "checkpoint"
+REPORTS_PATH = "reports"
+
+
+class RegistryError(RuntimeError):
+    """The registry is unreachable or does not hold what the pipeline expects."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str
+    tags: dict[str, str]
+
+
+def _tag_value(value: Any) -> str:
+    # MLflow tags are strings (max 8000 chars in most stores): JSON for structures, truncated with a marker.
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 7900 else text[:7900] + "...(truncated)"
+
+
+def experiment_id(client: MlflowClient, model: str) -> str:
+    name = f"pitcrew/{model}"
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def ensure_registered_model(client: MlflowClient, model: str) -> None:
+    try:
+        client.get_registered_model(model)
+    except MlflowException:
+        client.create_registered_model(
+            model, description=f"Served by Triton as '{model}'; maintained by pitcrew."
+        )
+
+
+def register_version(
+    client: MlflowClient,
+    model: str,
+    *,
+    serving_dir: Path,
+    checkpoint_dir: Path | None = None,
+    reports_dir: Path | None = None,
+    tags: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    alias: str = CHALLENGER,
+) -> RegisteredVersion:
+    """Log the artifacts in a run of experiment ``pitcrew/<model>`` and register them as a new version.
+
+    :param serving_dir: the compiled artifact (docs/model-artifact.md); the version's source.
+    :param checkpoint_dir: the torch checkpoint the next fine-tune starts from.
+    :param tags: lineage (DESIGN.md §6); structured values are stored as JSON.
+    """
+    if not (serving_dir / "model.onnx").exists() and not (serving_dir / "model.plan").exists():
+        raise RegistryError(
+            f"{serving_dir} holds no model.onnx or model.plan: nothing deployable to register"
+        )
+    str_tags = {k: _tag_value(v) for k, v in (tags or {}).items()}
+    run = client.create_run(experiment_id(client, model), run_name=f"{model}-register", tags=str_tags)
+    run_id = run.info.run_id
+    try:
+        client.log_artifacts(run_id, str(serving_dir), SERVING_PATH)
+        if checkpoint_dir is not None:
+            client.log_artifacts(run_id, str(checkpoint_dir), CHECKPOINT_PATH)
+        if reports_dir is not None and reports_dir.exists():
+            client.log_artifacts(run_id, str(reports_dir), REPORTS_PATH)
+        for key, value in (metrics or {}).items():
+            client.log_metric(run_id, key, float(value))
+        ensure_registered_model(client, model)
+        version = client.create_model_version(
+            model, source=f"runs:/{run_id}/{SERVING_PATH}", run_id=run_id, tags=str_tags
+        )
+        client.set_registered_model_alias(model, alias, version.version)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    log.info("registered %s version %s (run %s) as %s", model, version.version, run_id, alias)
+    return RegisteredVersion(model, int(version.version), run_id, str_tags)
+
+
+def alias_version(client: MlflowClient, model: str, alias: str) -> int | None:
+    """The version an alias points to, or None when the alias (or the model) does not exist."""
+    try:
+        return int(client.get_model_version_by_alias(model, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def get_version(client: MlflowClient, model: str, version: int) -> RegisteredVersion:
+    mv = client.get_model_version(model, str(version))
+    return RegisteredVersion(model, int(mv.version), mv.run_id, dict(mv.tags))
+
+
+def set_version_tags(client: MlflowClient, model: str, version: int, tags: dict[str, Any]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(model, str(version), key, _tag_value(value))
+
+
+def download(client: MlflowClient, model: str, version: int, path: str, dest: Path) -> Path:
+    """Download one artifact folder (``serving`` or ``checkpoint``) of a version into ``dest``."""
+    run_id = client.get_model_version(model, str(version)).run_id
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dest)))
+
+
+def promote(client: MlflowClient, model: str, version: int, *, approver: str | None) -> dict[str, int | None]:
+    """Make ``version`` the champion; the old champion becomes ``previous``; record who approved.
+
+    Only called after the new version serves in Triton and passed its canary, so the registry never
+    names a champion that Triton does not serve.
+    """
+    old = alias_version(client, model, CHAMPION)
+    if old is not None and old != version:
+        client.set_registered_model_alias(model, PREVIOUS, str(old))
+    client.set_registered_model_alias(model, CHAMPION, str(version))
+    if alias_version(client, model, CHALLENGER) == version:
+        client.delete_registered_model_alias(model, CHALLENGER)
+    set_version_tags(
+        client,
+        model,
+        version,
+        {"approver": approver or "", "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+    )
+    return {CHAMPION: version, PREVIOUS: old if old != version else alias_version(client, model, PREVIOUS)}
+
+
+def restore_previous(client: MlflowClient, model: str, *, approver: str | None) -> dict[str, int]:
+    """Rollback in the registry: ``previous`` becomes ``champion`` again, the demoted one becomes ``previous``."""
+    previous = alias_version(client, model, PREVIOUS)
+    champion = alias_version(client, model, CHAMPION)
+    if previous is None:
+        raise RegistryError(f"{model} has no '{PREVIOUS}' alias: there is nothing to roll back to")
+    client.set_registered_model_alias(model, CHAMPION, str(previous))
+    if champion is not None:
+        client.set_registered_model_alias(model, PREVIOUS, str(champion))
+        set_version_tags(
+            client, model, champion, {"rolled_back_by": approver or "", "rolled_back_at": _now()}
+        )
+    set_version_tags(client, model, previous, {"restored_by": approver or "", "restored_at": _now()})
+    return {CHAMPION: previous, PREVIOUS: champion if champion is not None else previous}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
