@@ -1,0 +1,119 @@
+"""A small facade over Airflow's official REST client (``apache-airflow-client``) for the demo and tests.
+
+It logs in as a real user (``POST /auth/token``), starts DAG runs, waits for task states and answers
+human-in-the-loop approvals the same way the UI does, so the demo exercises Airflow's real auth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from airflow_client import client as af
+
+
+class AirflowApiError(RuntimeError):
+    """Airflow refused a call or a run did not reach the awaited state in time."""
+
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowApi:
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        response = httpx.post(
+            f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(
+                f"login as {username!r} failed: HTTP {response.status_code} {response.text[:200]}"
+            )
+        config = af.Configuration(host=self.base_url, access_token=response.json()["access_token"])
+        self._client = af.ApiClient(config)
+        self.dags = af.DAGApi(self._client)
+        self.runs = af.DagRunApi(self._client)
+        self.tasks = af.TaskInstanceApi(self._client)
+        self.xcom = af.XComApi(self._client)
+
+    # ------------------------------------------------------------------------------------------
+    def wait_for_dag(self, dag_id: str, timeout_s: float = 120) -> None:
+        """Wait until the dag-processor has parsed ``dag_id`` (and unpause it)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                dag = self.dags.get_dag(dag_id)
+                if dag.is_paused:
+                    self.dags.patch_dag(dag_id, af.DAGPatchBody(is_paused=False))
+                return
+            except af.ApiException as exc:
+                if exc.status != 404:
+                    raise
+            time.sleep(2)
+        raise AirflowApiError(f"DAG {dag_id!r} was not parsed within {timeout_s:.0f}s")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
+        body = af.TriggerDAGRunPostBody(conf=conf, logical_date=None, dag_run_id=run_id)
+        return self.runs.trigger_dag_run(dag_id, body).dag_run_id
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.runs.get_dag_run(dag_id, run_id).state.value)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        response = self.tasks.get_task_instances(dag_id, run_id, limit=100)
+        return {
+            ti.task_id: (ti.state.value if ti.state is not None else None) for ti in response.task_instances
+        }
+
+    def xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        return self.xcom.get_xcom_entry(dag_id, task_id, run_id, key, deserialize=True).value
+
+    def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(poll_s)
+        raise AirflowApiError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+    def wait_for_task(
+        self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout_s: float
+    ) -> str:
+        """Wait until ``task_id`` is in one of ``states``; fail early if the run ends first."""
+        seen: dict[str, str | None] = {}
+
+        def reached() -> bool:
+            seen.update(self.task_states(dag_id, run_id))
+            if seen.get(task_id) in states:
+                return True
+            if self.run_state(dag_id, run_id) in TERMINAL_RUN_STATES:
+                raise AirflowApiError(f"run {run_id} ended before {task_id} reached {states}: {seen}")
+            return False
+
+        self.wait(f"{dag_id}.{task_id} in {sorted(states)} (now {seen.get(task_id)})", reached, timeout_s)
+        return str(seen[task_id])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float) -> str:
+        state: list[str] = []
+
+        def done() -> bool:
+            state[:] = [self.run_state(dag_id, run_id)]
+            return state[0] in TERMINAL_RUN_STATES
+
+        self.wait(f"run {run_id} of {dag_id} to finish", done, timeout_s)
+        return state[0]
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, option: str, params: dict | None = None
+    ) -> None:
+        """Answer a waiting approval as this user (``Approve`` or ``Reject``)."""
+        payload = af.UpdateHITLDetailPayload(chosen_options=[option], params_input=params or {})
+        try:
+            self.tasks.update_hitl_detail(dag_id, run_id, task_id, -1, payload)
+        except af.ApiException as exc:
+            raise AirflowApiError(
+                f"{self.username} could not answer {task_id}: HTTP {exc.status} {exc.body}"
+            ) from exc
