@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pitcrew.alerts.errors import TriggerUnavailable
+from pitcrew.alerts.payloads import Alert
+from pitcrew.alerts.policy import CAP_WINDOW_S, AlertPolicy, Decision, Limits, Reservation
+from pitcrew.alerts.routing import RoutedAlert
+
+LIMITS = Limits(cooldown_s=600, max_runs_per_day=3)
+
+
+def _routed(fingerprint: str = "fp1", model: str = "textclf") -> RoutedAlert:
+    alert = Alert(
+        name="TritonInferenceFailures",
+        status="firing",
+        labels={"alertname": "TritonInferenceFailures", "model": model},
+        fingerprint=fingerprint,
+        starts_at=datetime(2026, 11, 22, tzinfo=UTC),
+        source="alertmanager",
+    )
+    return RoutedAlert(alert, model, f"pitcrew_maintenance_{model}", {})
+
+
+def _reserve_in_process(args: tuple[str, str]) -> bool:
+    path, fingerprint = args
+    result = AlertPolicy(Path(path)).reserve(_routed(fingerprint), LIMITS)
+    return isinstance(result, Reservation)
+
+
+class TestAlertPolicy:
+    def test_first_alert_reserves_a_run(self, tmp_path: Path) -> None:
+        policy = AlertPolicy(tmp_path / "state.db")
+        reserved = policy.reserve(_routed(), LIMITS, now=1000.0)
+        assert isinstance(reserved, Reservation)
+        assert reserved.run_id.startswith("alert__textclf__fp1__")
+        policy.confirm(reserved)
+        assert policy.runs() == [(reserved.run_id, "fp1", "triggered")]
+        assert policy.decision_counts() == {("alertmanager", "textclf", "triggered"): 1}
+
+    def test_same_fingerprint_within_cooldown_is_refused(self, tmp_path: Path) -> None:
+        policy = AlertPolicy(tmp_path / "state.db")
+        assert isinstance(policy.reserve(_routed(), LIMITS, now=1000.0), Reservation)
+        assert policy.reserve(_routed(), LIMITS, now=1000.0 + LIMITS.cooldown_s - 1) is Decision.COOLDOWN
+        assert isinstance(policy.reserve(_routed(), LIMITS, now=1000.0 + LIMITS.cooldown_s + 1), Reservation)
+
+    def test_daily_cap_per_model(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        policy = AlertPolicy(tmp_path / "state.db")
+        for i in range(LIMITS.max_runs_per_day):
+            assert isinstance(policy.reserve(_routed(f"fp{i}"), LIMITS, now=1000.0 + i), Reservation)
+        assert policy.reserve(_routed("fresh"), LIMITS, now=1100.0) is Decision.CAPPED
+        assert "reached the cap of 3" in caplog.text
+        # Another model has its own cap; the window rolls.
+        assert isinstance(policy.reserve(_routed("fresh", model="other"), LIMITS, now=1100.0), Reservation)
+        assert isinstance(policy.reserve(_routed("fresh"), LIMITS, now=1000.0 + CAP_WINDOW_S + 1), Reservation)
+        assert policy.decision_counts()[("alertmanager", "textclf", "capped")] == 1
+
+    def test_release_frees_cooldown_and_cap(self, tmp_path: Path) -> None:
+        policy = AlertPolicy(tmp_path / "state.db")
+        reserved = policy.reserve(_routed(), LIMITS, now=1000.0)
+        assert isinstance(reserved, Reservation)
+        policy.release(reserved)
+        assert policy.runs() == []
+        assert isinstance(policy.reserve(_routed(), LIMITS, now=1001.0), Reservation)
+
+    def test_zero_cap_refuses_everything(self, tmp_path: Path) -> None:
+        policy = AlertPolicy(tmp_path / "state.db")
+        assert policy.reserve(_routed(), Limits(0, 0)) is Decision.CAPPED
+
+    def test_concurrent_processes_reserve_exactly_one(self, tmp_path: Path) -> None:
+        path = tmp_path / "state.db"
+        AlertPolicy(path)
+        with multiprocessing.get_context("fork").Pool(8) as pool:
+            results = pool.map(_reserve_in_process, [(str(path), "same")] * 64)
+        assert sum(results) == 1
+        assert len(AlertPolicy(path).runs()) == 1
+
+    def test_locked_state_is_unavailable_not_an_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "state.db"
+        policy = AlertPolicy(path, busy_timeout_s=0.2)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(TriggerUnavailable, match="locked"):
+                policy.reserve(_routed(), LIMITS)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert isinstance(policy.reserve(_routed(), LIMITS), Reservation)
