@@ -148,7 +148,7 @@ snapshot = Report([DataDriftPreset()]).run(Dataset.from_pandas(cur, data_definit
                                           Dataset.from_pandas(ref, data_definition=definition))
 result = snapshot.dict()
 seconds = time.perf_counter() - t0
-count = next(m["value"] for m in result["metrics"] if m["metric_id"].startswith("DriftedColumnsCount"))
+count = next(m["value"] for m in result["metrics"] if m["metric_name"].startswith("DriftedColumnsCount"))
 print(json.dumps({"seconds": seconds, "drifted_count": count["count"], "drifted_share": count["share"]}))
 """
 
@@ -186,7 +186,10 @@ def ensure_venv(workdir: Path, name: str) -> Path:
 
 
 def run_json(cmd: list[str]) -> dict:
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    """Run a worker; its last stdout line is its JSON result. A failure shows the worker's stderr."""
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             speedup_vs_alibi_incl_fit=alibi["seconds"] / (pitcrew["pitcrew_s"] + pitcrew["pitcrew_fit_s"]),
             decisions_agree=alibi["drift"] == pitcrew["drift"],
             columns_agree=alibi["significant"] == pitcrew["significant"],
+            columns_disagree=sorted(c for c in alibi["significant"] if alibi["significant"][c] != pitcrew["significant"].get(c)),
         )
     print(json.dumps(result))
     return 0

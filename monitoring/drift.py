@@ -72,6 +72,17 @@ class DriftConfig:
         if self.min_rows < 2:
             raise DriftInputError(f"min_rows must be at least 2, got {self.min_rows}")
 
+    @classmethod
+    def from_thresholds(cls, thresholds: Any, **overrides: Any) -> DriftConfig:
+        """From a models-file entry's ``thresholds`` (drift_alpha, drift_min_effect, min_window_rows)."""
+        values = {
+            "alpha": thresholds.drift_alpha,
+            "numeric_effect_threshold": thresholds.drift_min_effect,
+            "categorical_effect_threshold": thresholds.drift_min_effect,
+            "min_rows": thresholds.min_window_rows,
+        }
+        return cls(**{**values, **overrides})
+
     def effect_threshold(self, kind: str) -> float:
         return {
             "numeric": self.numeric_effect_threshold,
