@@ -185,6 +185,9 @@ def triton_argv(settings: Settings, repository: Path, backends: Path, load_model
         f"--grpc-address={settings.host}", f"--grpc-port={settings.triton_grpc_port}",
         f"--metrics-address={settings.host}", f"--metrics-port={settings.triton_metrics_port}",
         "--allow-metrics=true",
+        # Per-model latency quantiles (nv_inference_request_summary_us{quantile="0.99"}) for p99 alerts
+        # and the canary; Triton exports only cumulative counters otherwise.
+        "--metrics-config=summary_latencies=true",
         "--exit-timeout-secs=10",
         "--log-verbose=0",
     ]  # fmt: skip
