@@ -34,6 +34,7 @@ class Thresholds(BaseModel):
         200, ge=1, description="Fewer current rows than this is 'insufficient data'."
     )
     min_accuracy_gain: float = Field(0.0, description="Challenger must beat the champion by at least this.")
+    max_golden_drop: float = Field(0.02, ge=0, description="Golden-set accuracy may fall at most this much.")
     latency_p95_budget_ms: float = Field(250.0, gt=0, description="Hot-swap verification latency budget.")
     canary_failure_ratio: float = Field(0.01, ge=0, le=1, description="Max failed-request ratio in canary.")
     canary_p99_latency_s: float = Field(1.0, gt=0, description="Max p99 latency in canary.")
@@ -55,6 +56,7 @@ class ModelEntry(BaseModel):
     train_data: str = Field(description="Reference/training data (Parquet, CSV or JSONL; path or URI).")
     inference_log: str = Field(description="Inference log dataset root (path or URI).")
     feedback: str = Field(description="Feedback labels dataset root (path or URI).")
+    golden_data: str | None = Field(None, description="Fixed golden set (text, label) every candidate is judged on.")
     labels: list[str] = Field(min_length=2, description="Class names, in output order.")
     approvers: list[str] = Field(
         default_factory=list, description="Users who may approve; empty = any admin."
@@ -128,6 +130,8 @@ def load_models_file(path: Path) -> ModelsFile:
         entry.train_data = _resolve(entry.train_data, base)
         entry.inference_log = _resolve(entry.inference_log, base)
         entry.feedback = _resolve(entry.feedback, base)
+        if entry.golden_data is not None:
+            entry.golden_data = _resolve(entry.golden_data, base)
         if "/" in entry.base_model or entry.base_model.startswith("."):
             entry.base_model = _resolve(entry.base_model, base)
     return parsed

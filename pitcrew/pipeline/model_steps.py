@@ -1,0 +1,142 @@
+"""Model steps: fine-tune the champion on new traffic, judge it, compile it, replay real traffic through it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pitcrew.models_file import ModelEntry
+from pitcrew.pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def fine_tune(
+    entry: ModelEntry,
+    ws: Workspace,
+    *,
+    base_model: str,
+    time_budget_s: float | None = None,
+    epochs: float = 3.0,
+    mlflow_tracking_uri: str | None = None,
+) -> dict:
+    """Fine-tune ``base_model`` (normally the champion's checkpoint) on the workspace's training split.
+
+    Resumes from the checkpoint folder an interrupted attempt left behind, so a retried task does not
+    start over.
+    """
+    from training.finetune import FinetuneConfig, finetune
+
+    checkpoint = ws.path("finetune.ckpt")
+    config = FinetuneConfig(
+        output_dir=ws.challenger,
+        train_data=ws.train,
+        eval_data=ws.eval,
+        base_model=base_model,
+        labels=list(entry.labels),
+        epochs=epochs,
+        time_budget_s=time_budget_s,
+        checkpoint_dir=checkpoint,
+        resume=checkpoint.exists(),
+        overwrite=True,
+        progress=False,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_experiment=f"pitcrew/{entry.name}/finetune",
+    )
+    started = time.monotonic()
+    output = finetune(config)
+    summary = json.loads((output / "training_summary.json").read_text())
+    return {
+        "checkpoint": str(output),
+        "device": summary.get("device", "cpu"),
+        "seconds": round(time.monotonic() - started, 3),
+        "summary": {k: summary.get(k) for k in ("steps", "epochs_completed", "stop_reason", "eval", "samples_per_s")},
+    }
+
+
+def evaluate(entry: ModelEntry, ws: Workspace, *, challenger: Path, champion: Path | None) -> dict:
+    """Champion vs challenger on the drifted hold-out and the fixed golden set; a JSON verdict."""
+    from training.evaluate import EvaluateConfig, evaluate as run_evaluate, write_verdict
+
+    config = EvaluateConfig(
+        challenger=challenger,
+        champion=champion,
+        eval_data=ws.eval,
+        golden_data=Path(entry.golden_data) if entry.golden_data else None,
+        min_gain=entry.thresholds.min_accuracy_gain,
+        max_golden_drop=entry.thresholds.max_golden_drop,
+    )
+    verdict = run_evaluate(config)
+    write_verdict(verdict, ws.reports / "evaluation.json")
+    return verdict.to_dict()
+
+
+def compile_artifact(entry: ModelEntry, ws: Workspace, *, checkpoint: Path) -> dict:
+    """Export to ONNX (and TensorRT where present) with numeric parity on the drifted slice.
+
+    A parity failure raises: nothing deployable is written and the run stops here.
+    """
+    from training.compile import CompileConfig, compile_model
+
+    golden = Path(entry.golden_data) if entry.golden_data else ws.eval
+    config = CompileConfig(
+        model_dir=checkpoint, output_dir=ws.artifact, eval_data=ws.eval, golden_data=golden,
+        runtime=entry.runtime, overwrite=True,
+    )  # fmt: skip
+    folder = compile_model(config)
+    report = json.loads((folder / "compile_report.json").read_text())
+    return {"artifact": str(folder), "report": report}
+
+
+def replay(ws: Workspace, *, artifact: Path, max_rows: int = 5000) -> dict:
+    """Run the challenger over the window's logged traffic and compare with what the champion answered.
+
+    This is what would change for real users: agreement, label flips per class, confidence shift, and
+    accuracy of both on the requests that got feedback.
+    """
+    from training.onnx_export import OrtRunner
+    from transformers import AutoTokenizer
+
+    window = pd.read_parquet(ws.window).tail(max_rows).reset_index(drop=True)
+    if window.empty:
+        return {"rows": 0, "note": "no logged traffic in the window to replay"}
+    labels = json.loads((artifact / "labels.json").read_text())
+    serving = json.loads((artifact / "serving.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(artifact)
+    runner = OrtRunner(artifact / "model.onnx")
+    probabilities = []
+    texts = window["text"].astype(str).tolist()
+    for start in range(0, len(texts), 64):
+        batch = tokenizer(texts[start : start + 64], truncation=True, max_length=serving.get("max_length", 128),
+                          padding=True, return_tensors="np")  # fmt: skip
+        logits = runner(dict(batch))
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities.append(exp / exp.sum(axis=1, keepdims=True))
+    probs = np.concatenate(probabilities)
+    challenger_labels = [labels[i] for i in probs.argmax(axis=1)]
+    champion_labels = window["label"].astype(str).tolist()
+    flips = Counter(f"{a}->{b}" for a, b in zip(champion_labels, challenger_labels, strict=True) if a != b)
+    agreement = float(np.mean([a == b for a, b in zip(champion_labels, challenger_labels, strict=True)]))
+    result: dict = {
+        "rows": len(window),
+        "agreement": agreement,
+        "label_flips": dict(flips.most_common()),
+        "champion_mean_confidence": float(window["confidence"].mean()),
+        "challenger_mean_confidence": float(probs.max(axis=1).mean()),
+    }
+    result["confidence_shift"] = result["challenger_mean_confidence"] - result["champion_mean_confidence"]
+    truth = window["feedback_label"]
+    has_truth = truth.notna().to_numpy()
+    if has_truth.any():
+        truth_values = truth[has_truth].astype(str).to_numpy()
+        result["labelled_rows"] = int(has_truth.sum())
+        result["champion_accuracy"] = float(np.mean(np.asarray(champion_labels)[has_truth] == truth_values))
+        result["challenger_accuracy"] = float(np.mean(np.asarray(challenger_labels)[has_truth] == truth_values))
+    (ws.reports / "replay.json").write_text(json.dumps(result, indent=2))
+    return result

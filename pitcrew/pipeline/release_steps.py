@@ -1,0 +1,172 @@
+"""Release steps: register the challenger, ask a human, swap it into Triton, watch it, promote or roll back.
+
+Clients come in as arguments (built by the Hooks in ``operators/``); nothing here reads credentials.
+The order of effects keeps the registry honest: the ``champion`` alias moves only after Triton serves
+the new version and its canary passed, and a rollback restores Triton first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pitcrew import registry
+from pitcrew.canary import CanaryMetric, CanaryPolicy, CanaryResult, run_canary
+from pitcrew.models_file import ModelEntry
+from pitcrew.pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def lineage_tags(
+    *,
+    dag_run_id: str,
+    trigger: str,
+    alert: dict | None,
+    window: dict,
+    drift: dict | None,
+    parent_version: int | None,
+    evaluation: dict,
+    compile_report: dict,
+) -> dict[str, Any]:
+    """The tags DESIGN.md §6 asks for on every registered version."""
+    trt = compile_report.get("tensorrt") or {}
+    return {
+        "airflow_dag_run_id": dag_run_id,
+        "trigger": trigger,
+        "alert_fingerprint": (alert or {}).get("fingerprint", ""),
+        "alert_name": (alert or {}).get("name", ""),
+        "data_window": f"{window.get('start', '')}/{window.get('end', '')}",
+        "drift_report": drift or {"skipped": True},
+        "parent_version": "" if parent_version is None else str(parent_version),
+        "metrics_vs_champion": {"decision": evaluation.get("decision"), **evaluation.get("comparison", {})},
+        "compile_target": {
+            "onnxruntime": compile_report.get("versions", {}).get("onnxruntime"),
+            "tensorrt": trt.get("version") or trt.get("status"),
+            "gpu": trt.get("gpu_name"),
+            "compute_capability": trt.get("compute_capability"),
+        },
+    }
+
+
+def register(client, entry: ModelEntry, ws: Workspace, *, checkpoint: Path, tags: dict, metrics: dict) -> int:
+    version = registry.register_version(
+        client, entry.name, serving_dir=ws.artifact, checkpoint_dir=checkpoint, reports_dir=ws.reports,
+        tags=tags, metrics=metrics,
+    )  # fmt: skip
+    return version.version
+
+
+def approval_body(
+    *, model: str, version: int, champion: int | None, evaluation: dict, replay: dict, drift: dict | None, links: dict
+) -> str:
+    """The Markdown an approver reads: what changes for users if they say yes."""
+    ch, ca = evaluation.get("challenger", {}), evaluation.get("champion") or {}
+
+    def acc(scores: dict, split: str) -> str:
+        value = (scores.get(split) or {}).get("accuracy")
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"### Deploy `{model}` version {version} (replacing {champion if champion is not None else 'nothing'})",
+        "",
+        "| metric | champion | challenger |",
+        "| --- | --- | --- |",
+        f"| accuracy, new traffic hold-out | {acc(ca, 'eval')} | {acc(ch, 'eval')} |",
+        f"| accuracy, golden set | {acc(ca, 'golden')} | {acc(ch, 'golden')} |",
+        f"| macro-F1, new traffic | {_fmt((ca.get('eval') or {}).get('macro_f1'))} | {_fmt((ch.get('eval') or {}).get('macro_f1'))} |",
+        "",
+        f"**Gate:** {evaluation.get('decision')} — {'; '.join(evaluation.get('reasons', []))}",
+        "",
+        f"**Replay of {replay.get('rows', 0)} logged requests:** agreement with the champion "
+        f"{_fmt(replay.get('agreement'))}, mean confidence shift {_fmt(replay.get('confidence_shift'), signed=True)}",
+    ]
+    flips = replay.get("label_flips") or {}
+    if flips:
+        lines.append("label flips (champion -> challenger): " + ", ".join(f"{k}: {v}" for k, v in list(flips.items())[:8]))
+    if drift:
+        drifted = [c["column"] for c in drift.get("columns", []) if c.get("drifted")]
+        lines += ["", f"**Drift:** {drift.get('decision')} — {drift.get('reason')}"]
+        if drifted:
+            lines.append(f"drifted columns: {', '.join(drifted)}")
+    lines += ["", "**Reports:** " + " · ".join(f"[{name}]({url})" for name, url in links.items())]
+    lines += ["", "Approve to hot-swap into Triton (canary watch follows, automatic rollback on failure). "
+              "No answer before the timeout counts as Reject."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def download_champion(client, entry: ModelEntry, ws: Workspace) -> dict:
+    """Fetch the champion's checkpoint and serving artifact from MLflow into the workspace."""
+    version = registry.alias_version(client, entry.name, registry.CHAMPION)
+    if version is None:
+        raise registry.RegistryError(
+            f"{entry.name} has no '{registry.CHAMPION}' in MLflow; deploy a first version (pitcrew bootstrap)"
+        )
+    checkpoint = registry.download(client, entry.name, version, registry.CHECKPOINT_PATH, ws.champion_checkpoint.parent)
+    serving = registry.download(client, entry.name, version, registry.SERVING_PATH, ws.champion_serving.parent)
+    return {"version": version, "checkpoint": str(checkpoint), "serving": str(serving)}
+
+
+def hot_swap(swapper, entry: ModelEntry, *, version: int, artifact: Path) -> dict:
+    """Publish, load beside the old version, verify, commit (or restore the old one and raise)."""
+    return json.loads(json.dumps(swapper.deploy(entry.name, version, artifact).as_dict(), default=str))
+
+
+def canary_metrics(entry: ModelEntry, version: int, window: str = "1m") -> list[CanaryMetric]:
+    """PromQL per model and version; a version with no traffic gives empty/NaN answers (inconclusive)."""
+    sel = f'model="{entry.name}",version="{version}"'
+    t = entry.thresholds
+    return [
+        CanaryMetric(
+            "failure_ratio",
+            f"sum(increase(nv_inference_request_failure{{{sel}}}[{window}])) / "
+            f"(sum(increase(nv_inference_request_success{{{sel}}}[{window}])) + "
+            f"sum(increase(nv_inference_request_failure{{{sel}}}[{window}])))",
+            max_value=t.canary_failure_ratio,
+        ),
+        CanaryMetric(
+            "p99_latency_seconds",
+            f'max(nv_inference_request_summary_us{{{sel},quantile="0.99"}}) / 1e6',
+            max_value=t.canary_p99_latency_s,
+        ),
+        CanaryMetric(
+            "mean_confidence",
+            f"sum(increase(pitcrew_top_class_confidence_sum{{{sel}}}[{window}])) / "
+            f"sum(increase(pitcrew_top_class_confidence_count{{{sel}}}[{window}]))",
+            min_value=t.canary_min_confidence,
+        ),
+    ]
+
+
+def canary(
+    entry: ModelEntry,
+    *,
+    version: int,
+    query: Callable[[str], list[float]],
+    sleep: Callable[[float], None] | None = None,
+    policy: CanaryPolicy | None = None,
+) -> dict:
+    t = entry.thresholds
+    policy = policy or CanaryPolicy(interval_s=t.canary_interval_s, count=t.canary_count, failure_limit=t.canary_failure_limit)
+    kwargs = {"sleep": sleep} if sleep is not None else {}
+    result: CanaryResult = run_canary(canary_metrics(entry, version), policy, query, **kwargs)
+    log.info("canary of %s v%s: %s (%s)", entry.name, version, result.phase, result.reason)
+    return result.to_dict()
+
+
+def promote(client, entry: ModelEntry, *, version: int, approver: str | None) -> dict:
+    return registry.promote(client, entry.name, version, approver=approver)
+
+
+def rollback_serving(swapper, entry: ModelEntry, *, to_version: int | None) -> dict:
+    """Serve ``to_version`` (default: the previous one on disk) again; files are never removed."""
+    return json.loads(json.dumps(swapper.rollback(entry.name, to_version).as_dict(), default=str))
