@@ -1,0 +1,88 @@
+"""Airflow Hook for Triton Inference Server: connection parsing, client creation and the swap operations.
+
+Connection (conn type ``triton``): host and port of Triton's HTTP endpoint; extras ``repository`` (the live
+model repository folder, default from settings), ``retries`` and ``lock_timeout_s``. Without a connection
+named ``triton_default`` the hook falls back to pitcrew settings, so the local stack needs no setup.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.exceptions import AirflowNotFoundException
+from airflow.sdk import BaseHook
+
+from pitcrew.models_file import load_models_file
+from pitcrew.serving.client import TritonControl
+from pitcrew.serving.factory import base_config, check_artifact_labels, make_swapper
+from pitcrew.serving.swap import HotSwapper
+from pitcrew.settings import get_settings
+
+
+class TritonHook(BaseHook):
+    """Owns the Triton connection; exposes ``deploy``, ``rollback`` and ``serving_version``.
+
+    :param triton_conn_id: Airflow connection id (conn type ``triton``).
+    """
+
+    conn_name_attr = "triton_conn_id"
+    default_conn_name = "triton_default"
+    conn_type = "triton"
+    hook_name = "Triton Inference Server"
+
+    def __init__(self, triton_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.triton_conn_id = triton_conn_id
+
+    @staticmethod
+    def parse_connection(host: str | None, port: int | None, extra: dict[str, Any]) -> dict[str, Any]:
+        """Connection fields as client arguments; scheme and path in ``host`` are dropped (HTTP endpoint)."""
+        settings = get_settings()
+        host = (host or settings.host).split("://", 1)[-1].split("/", 1)[0]
+        return {
+            "url": f"{host}:{port or settings.triton_http_port}",
+            "repository": Path(extra.get("repository") or settings.repository_dir),
+            "retries": int(extra.get("retries", 3)),
+            "lock_timeout_s": float(extra.get("lock_timeout_s", 0.0)),
+        }
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        try:
+            conn = self.get_connection(self.triton_conn_id)
+        except AirflowNotFoundException:
+            if self.triton_conn_id != self.default_conn_name:
+                raise
+            return self.parse_connection(None, None, {})
+        return self.parse_connection(conn.host, conn.port, conn.extra_dejson)
+
+    def get_conn(self) -> TritonControl:
+        return TritonControl(self.params["url"], retries=self.params["retries"])
+
+    def swapper(self, model: str) -> HotSwapper:
+        entry = load_models_file(get_settings().models_file).get(model)
+        p = self.params
+        return make_swapper(entry, p["url"], p["repository"], lock_timeout_s=p["lock_timeout_s"], retries=p["retries"])
+
+    def deploy(self, model: str, version: int, artifact: str | Path | None = None) -> dict:
+        """Hot-swap ``version`` in (publishing ``artifact`` first if given); a JSON-safe result."""
+        entry = load_models_file(get_settings().models_file).get(model)
+        if artifact is not None:
+            check_artifact_labels(entry, Path(artifact))
+        result = self.swapper(model).deploy(model, int(version), Path(artifact) if artifact else None, base_config(entry))
+        return result.as_dict()
+
+    def rollback(self, model: str, version: int | None = None) -> dict:
+        return self.swapper(model).rollback(model, version).as_dict()
+
+    def serving_version(self, model: str) -> int | None:
+        return self.swapper(model).serving_version(model)
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            live = self.get_conn().is_live()
+        except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
+            return False, f"{type(exc).__name__}: {exc}"
+        return live, f"Triton at {self.params['url']} is {'live' if live else 'not live'}"

@@ -1,0 +1,48 @@
+"""Build the swap machinery for one models-file entry from settings (CLI) or a connection (Airflow hook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from pitcrew.models_file import ModelEntry
+from pitcrew.serving.artifact import read_artifact
+from pitcrew.serving.client import TritonControl
+from pitcrew.serving.errors import ArtifactError
+from pitcrew.serving.model_config import ServingOptions, text_model_config
+from pitcrew.serving.swap import HotSwapper
+
+
+def serving_options(entry: ModelEntry, **overrides: object) -> ServingOptions:
+    """The config options of a model: runtime and inference log root from its models-file entry."""
+    values: dict = {"runtime": entry.runtime, "inference_log_uri": entry.inference_log, **overrides}
+    return ServingOptions(**values)
+
+
+def base_config(entry: ModelEntry, **overrides: object) -> mc.ModelConfig:
+    return text_model_config(entry.name, len(entry.labels), serving_options(entry, **overrides))
+
+
+def check_artifact_labels(entry: ModelEntry, artifact: Path) -> None:
+    """An artifact must predict exactly the classes the models file declares, in the same order."""
+    labels = read_artifact(artifact).labels
+    if labels != entry.labels:
+        raise ArtifactError(f"{artifact}: labels {labels} differ from {entry.name}'s labels {entry.labels}")
+
+
+def make_swapper(
+    entry: ModelEntry,
+    triton_url: str,
+    repository: Path,
+    *,
+    lock_timeout_s: float = 0.0,
+    retries: int = 3,
+) -> HotSwapper:
+    client = TritonControl(triton_url, retries=retries)
+    return HotSwapper(
+        client,
+        repository,
+        latency_budget_ms=entry.thresholds.latency_p95_budget_ms,
+        lock_timeout_s=lock_timeout_s,
+    )
