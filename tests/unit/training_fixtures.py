@@ -1,6 +1,8 @@
 """Shared fixtures for the training tests: demo data and a tiny BERT built locally (no hub, seconds to train).
 
 Import the fixtures you need into a test module by name (``from tests.unit.training_fixtures import ...``).
+pytest registers an imported fixture once per importing module, so the results are cached here to build
+and train the tiny model once per session rather than once per module.
 """
 
 from __future__ import annotations
@@ -13,22 +15,31 @@ from training.demo_data import LABELS, write_demo_splits
 from training.finetune import FinetuneConfig, finetune
 from training.tiny import build_tiny_model
 
+_CACHE: dict[str, object] = {}
+
 #: Settings under which the tiny model learns domain A well above chance in a few seconds on 2 cores.
 TINY_TRAINING = dict(epochs=8, batch_size=16, learning_rate=1e-2, progress=False, early_stopping_patience=8)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_demo_splits(tmp_path_factory.mktemp("demo"), n_train=320, n_eval=120, n_golden=16, seed=3)
+    if "demo_data" not in _CACHE:
+        _CACHE["demo_data"] = write_demo_splits(tmp_path_factory.mktemp("demo"), n_train=320, n_eval=120,
+                                                n_golden=16, seed=3)
+    return _CACHE["demo_data"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "base", list(LABELS))
+    if "tiny_base" not in _CACHE:
+        _CACHE["tiny_base"] = build_tiny_model(tmp_path_factory.mktemp("tiny") / "base", list(LABELS))
+    return _CACHE["tiny_base"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory, demo_data: dict[str, Path], tiny_base: Path) -> Path:
-    return finetune(FinetuneConfig(output_dir=tmp_path_factory.mktemp("trained") / "model",
-                                   train_data=demo_data["a_train"], eval_data=demo_data["a_eval"],
-                                   base_model=str(tiny_base), **TINY_TRAINING))
+    if "tiny_trained" not in _CACHE:
+        _CACHE["tiny_trained"] = finetune(FinetuneConfig(
+            output_dir=tmp_path_factory.mktemp("trained") / "model", train_data=demo_data["a_train"],
+            eval_data=demo_data["a_eval"], base_model=str(tiny_base), **TINY_TRAINING))
+    return _CACHE["tiny_trained"]
