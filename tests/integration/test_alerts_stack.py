@@ -1,0 +1,180 @@
+"""The alert path on the real stack: Prometheus rule → Alertmanager → plugin webhook → one Airflow run.
+
+One module-scoped private stack (Airflow, Alertmanager, Prometheus on free ports) with a fast copy of
+``deploy/`` and a stand-in maintenance DAG (see pitcrew.alerts.localstack).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pitcrew.alerts.airflow_api import AirflowApi
+from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
+from pitcrew.alerts.fingerprint import labels_fingerprint
+from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
+from pitcrew.settings import REPO_ROOT, Settings
+from pitcrew.stack.components import airflow_admin_password, webhook_hmac_secret, webhook_token
+from tests.stack_fixtures import make_settings, running_stack
+from tests.unit.test_alerts_payloads import GRAFANA_EXAMPLE
+
+pytestmark = pytest.mark.integration
+
+DAG_ID = "pitcrew_maintenance_textclf"
+
+
+@dataclass
+class AlertStack:
+    settings: Settings
+    api: AirflowApi
+    token: str
+    secret: str
+
+    @property
+    def webhook(self) -> str:
+        return f"{self.settings.airflow_url}/pitcrew/alerts"
+
+    def post(self, body: bytes, *, signed: bool = False, headers: dict[str, str] | None = None) -> httpx.Response:
+        hdrs = headers if headers is not None else auth_headers(body, self.token, self.secret if signed else None)
+        return httpx.post(self.webhook, content=body, headers=hdrs, timeout=30)
+
+    def runs(self) -> list[dict]:
+        return self.api.dag_runs(DAG_ID)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertStack]:
+    root = tmp_path_factory.mktemp("alertstack")
+    settings = make_settings(
+        root / "home",
+        dags_folder=write_dags_folder(root / "dags"),
+        plugins_folder=REPO_ROOT / "plugins",
+        deploy_dir=write_fast_deploy(root / "deploy"),
+        models_file=write_models_file(root / "models.yaml", max_auto_runs_per_day=50),
+    )
+    with running_stack(settings, only=("airflow", "alertmanager", "prometheus")):
+        api = AirflowApi(settings.airflow_url, "admin", airflow_admin_password(settings))
+        try:
+            api.wait_for_dag(DAG_ID)
+            yield AlertStack(settings, api, webhook_token(settings), webhook_hmac_secret(settings))
+        finally:
+            api.close()
+
+
+def _wait(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def test_health_and_airflow_auth_unchanged(stack: AlertStack) -> None:
+    assert httpx.get(f"{stack.settings.airflow_url}/pitcrew/health").json() == {"status": "ok"}
+    # The plugin does not open Airflow's API: no token, no DAG list.
+    assert httpx.get(f"{stack.settings.airflow_url}/api/v2/dags").status_code == 401
+
+
+def test_prometheus_rule_fires_through_alertmanager_and_queues_one_run(stack: AlertStack) -> None:
+    """Done-when: real rule on a real scraped metric → real Alertmanager → plugin → exactly one run."""
+    metrics_dir = stack.settings.home_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    (metrics_dir / "drift.prom").write_text(
+        "# HELP pitcrew_drift_score Drift score of one input column (0..1).\n"
+        "# TYPE pitcrew_drift_score gauge\n"
+        'pitcrew_drift_score{model="textclf",column="text_length"} 0.9\n'
+    )
+    runs = _wait(stack.runs, 120, "the maintenance run queued by the alert")
+    # Alertmanager re-sends the firing group every 2s (repeat_interval of the fast copy): cooldown holds.
+    time.sleep(8)
+    runs = stack.runs()
+    assert len(runs) == 1, runs
+    conf = runs[0]["conf"]
+    assert conf["model"] == "textclf" and conf["trigger"] == "alert"
+    alert = conf["alert"]
+    assert alert["name"] == "ModelDriftScoreHigh"
+    assert alert["source"] == "alertmanager"
+    assert alert["labels"] == {"alertname": "ModelDriftScoreHigh", "model": "textclf", "severity": "warning"}
+    # Our fingerprint algorithm agrees with the real Alertmanager's (the poller relies on it).
+    assert alert["fingerprint"] == labels_fingerprint(alert["labels"])
+    assert runs[0]["dag_run_id"].startswith(f"alert__textclf__{alert['fingerprint']}__")
+    assert runs[0]["triggering_user_name"] == "pitcrew-webhook"
+    # The pipeline metric reached Prometheus through the plugin's /pitcrew/metrics (job "pitcrew").
+    query = httpx.get(f"{stack.settings.prometheus_url}/api/v1/query", params={"query": "pitcrew_drift_score"})
+    (series,) = query.json()["data"]["result"]
+    assert series["metric"]["job"] == "pitcrew" and float(series["value"][1]) == 0.9
+    scrape = httpx.get(f"{stack.settings.airflow_url}/pitcrew/metrics").text
+    assert 'decision="triggered",model="textclf",source="alertmanager"} 1.0' in scrape
+    assert 'decision="cooldown",model="textclf",source="alertmanager"}' in scrape
+    (metrics_dir / "drift.prom").unlink()
+
+
+def test_grafana_documented_example_is_accepted(stack: AlertStack) -> None:
+    body = json.dumps(GRAFANA_EXAMPLE).encode()
+    response = stack.post(body, signed=True)
+    assert response.status_code == 200, response.text
+    assert response.json()["format"] == "grafana"
+    assert stack.post(body, signed=False).status_code == 401
+
+
+def test_hundred_concurrent_posts_start_exactly_one_run(stack: AlertStack) -> None:
+    before = {r["dag_run_id"] for r in stack.runs()}
+    body = alertmanager_body([alert_entry({"alertname": "TritonInferenceFailures", "model": "textclf",
+                                           "case": "concurrent"})])  # fmt: skip
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        responses = list(pool.map(lambda _: stack.post(body), range(100)))
+    statuses = [r.status_code for r in responses]
+    assert all(s in (200, 503) for s in statuses), statuses
+    named = {rid for r in responses if r.status_code == 200 for rid in r.json()["run_ids"]}
+    new = {r["dag_run_id"] for r in stack.runs()} - before
+    assert len(new) == 1 and named == new
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        ({}, b"{}", 401),
+        ({"Authorization": "Bearer wrong"}, b"{}", 401),
+        (None, b"not json", 400),
+        (None, json.dumps({"version": "9", "alerts": []}).encode(), 422),
+    ],
+)
+def test_bad_requests_create_no_run(stack: AlertStack, headers, body: bytes, status: int) -> None:
+    before = len(stack.runs())
+    assert stack.post(body, headers=headers).status_code == status
+    assert len(stack.runs()) == before
+
+
+def test_oversized_body_is_413(stack: AlertStack) -> None:
+    body = b"{" + b" " * (2 << 20) + b"}"
+    assert stack.post(body).status_code == 413
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(st.sampled_from(["version", "orgId", "status", "alerts", "receiver"]),
+                        st.one_of(st.none(), st.integers(), st.text(max_size=8), st.lists(st.integers(), max_size=3)),
+                        max_size=5).map(lambda d: json.dumps(d).encode()),
+    )
+)  # fmt: skip
+def test_fuzz_real_plugin_no_5xx_no_run(stack: AlertStack, body: bytes) -> None:
+    response = stack.post(body, signed=True)
+    assert response.status_code in (400, 401, 422), response.text
+
+
+def test_fuzz_made_no_runs(stack: AlertStack) -> None:
+    runs = stack.runs()
+    assert all(r["dag_run_id"].startswith("alert__textclf__") for r in runs)
+    assert len(runs) == 2  # the Prometheus-fired run and the concurrent-posts run, nothing from fuzzing
