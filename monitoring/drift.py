@@ -34,6 +34,7 @@ from monitoring.profile import (
     ReferenceProfile,
     category_counts,
     counts_between,
+    histogram,
     is_numeric,
     numeric_values,
 )
@@ -239,11 +240,7 @@ def _test_numeric(ref: ColumnProfile, series: pd.Series, min_rows: int) -> Colum
         effect_size=w_norm, effect_measure="wasserstein_norm",
         effect_sizes={"wasserstein_norm": w_norm, "wasserstein": result.wasserstein, "psi": psi},
         n_reference=ref.n, n_current=int(current.size), missing_reference=ref.n_missing, missing_current=missing,
-        histogram={
-            "edges": ref.hist_edges.tolist(),
-            "reference": ref.hist_counts.tolist(),
-            "current": counts_between(current, ref.hist_edges).tolist(),
-        },
+        histogram=histogram(ref.sorted_values, current),
     )
 
 

@@ -17,9 +17,8 @@ import pandas as pd
 from monitoring.errors import DriftInputError, ProfileFormatError
 
 FORMAT_VERSION = 1
-#: Bins of the PSI (reference deciles) and of the report's histograms.
+#: Bins of the PSI: reference deciles.
 PSI_BINS = 10
-HIST_BINS = 30
 
 Kind = Literal["numeric", "categorical"]
 
@@ -35,8 +34,6 @@ class ColumnProfile:
     std: float = 0.0
     psi_edges: np.ndarray | None = None
     psi_counts: np.ndarray | None = None
-    hist_edges: np.ndarray | None = None
-    hist_counts: np.ndarray | None = None
     categories: list[str] = field(default_factory=list)
     counts: np.ndarray | None = None
 
@@ -76,18 +73,28 @@ def counts_between(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.diff(np.concatenate([[0], cuts, [sorted_values.size]]))
 
 
+def histogram(reference_sorted: np.ndarray, current_sorted: np.ndarray, bins: int = 30) -> dict[str, list]:
+    """Counts of both samples on shared bins spanning the central 99% of either (for the report)."""
+    lo = min(np.quantile(reference_sorted, 0.005), np.quantile(current_sorted, 0.005))
+    hi = max(np.quantile(reference_sorted, 0.995), np.quantile(current_sorted, 0.995))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    return {
+        "edges": edges.tolist(),
+        "reference": counts_between(reference_sorted, edges).tolist(),
+        "current": counts_between(current_sorted, edges).tolist(),
+    }
+
+
 def fit_numeric(name: str, sorted_values: np.ndarray, n_missing: int) -> ColumnProfile:
     profile = ColumnProfile(name=name, kind="numeric", n_missing=n_missing, sorted_values=sorted_values)
     if sorted_values.size:
         profile.std = float(np.std(sorted_values))
-        quantiles = np.quantile(sorted_values, np.linspace(0, 1, PSI_BINS + 1))
-        profile.psi_edges = np.unique(quantiles)
+        # Inner cuts at the distinct deciles; open outer bins, so even a constant column has two bins.
+        cuts = np.unique(np.quantile(sorted_values, np.linspace(0, 1, PSI_BINS + 1))[1:-1])
+        profile.psi_edges = np.concatenate([[-np.inf], cuts, [np.inf]])
         profile.psi_counts = counts_between(sorted_values, profile.psi_edges)
-        lo, hi = np.quantile(sorted_values, [0.005, 0.995])
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        profile.hist_edges = np.linspace(lo, hi, HIST_BINS + 1)
-        profile.hist_counts = counts_between(sorted_values, profile.hist_edges)
     return profile
 
 
@@ -138,7 +145,7 @@ class ReferenceProfile:
         for i, col in enumerate(self.columns.values()):
             entry = {"name": col.name, "kind": col.kind, "n_missing": col.n_missing, "std": col.std,
                      "categories": col.categories}
-            for attr in ("sorted_values", "psi_edges", "psi_counts", "hist_edges", "hist_counts", "counts"):
+            for attr in ("sorted_values", "psi_edges", "psi_counts", "counts"):
                 value = getattr(col, attr)
                 if value is not None:
                     arrays[f"c{i}_{attr}"] = value
@@ -163,7 +170,7 @@ class ReferenceProfile:
                 for i, entry in enumerate(meta["columns"]):
                     col = ColumnProfile(name=entry["name"], kind=entry["kind"], n_missing=entry["n_missing"],
                                         std=entry["std"], categories=entry["categories"])
-                    for attr in ("sorted_values", "psi_edges", "psi_counts", "hist_edges", "hist_counts", "counts"):
+                    for attr in ("sorted_values", "psi_edges", "psi_counts", "counts"):
                         key = f"c{i}_{attr}"
                         if key in data.files:
                             setattr(col, attr, data[key])

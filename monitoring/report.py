@@ -18,7 +18,7 @@ REF_COLOUR = "#4C78A8"
 CUR_COLOUR = "#F58518"
 DECISION_COLOUR = {"drift": "#C0392B", "no_drift": "#2E8B57", "insufficient_data": "#B7950B"}
 MAX_CATEGORIES = 20
-WIDTH, HEIGHT, PAD = 560, 180, 34
+WIDTH, HEIGHT, PAD = 530, 180, 34
 
 
 def report_json(report: DriftReport, *, indent: int | None = 2) -> str:
@@ -149,14 +149,14 @@ def render_html(report: DriftReport, *, title: str = "pitcrew drift report") -> 
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1180px; }}
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1190px; }}
 .banner {{ padding: 12px 16px; color: white; border-radius: 6px; background: {colour}; }}
 .banner h1 {{ margin: 0 0 4px 0; font-size: 22px; }}
 table {{ border-collapse: collapse; margin: 16px 0; font-size: 13px; }}
 td, th {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 8px 12px; width: 560px; }}
+.card {{ box-sizing: border-box; border: 1px solid #ddd; border-radius: 6px; padding: 8px 12px; width: 560px; }}
 .card h3 {{ margin: 4px 0; font-size: 15px; }}
 .badge {{ color: white; font-size: 11px; padding: 2px 6px; border-radius: 4px; }}
 .muted {{ color: #666; font-size: 12px; margin: 2px 0; }}
