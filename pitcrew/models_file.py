@@ -41,6 +41,13 @@ class Thresholds(BaseModel):
     canary_min_confidence: float = Field(
         0.5, ge=0, le=1, description="Min mean top-class confidence in canary."
     )
+    canary_interval_s: float = Field(15.0, ge=0, description="Seconds between canary measurements.")
+    canary_count: int = Field(4, ge=1, description="Canary measurements per metric.")
+    canary_failure_limit: int = Field(0, ge=0, description="Failed measurements tolerated before rollback.")
+    approval_timeout_h: float = Field(
+        24.0, gt=0, description="An unanswered approval is a rejection after this."
+    )
+    window_hours: float = Field(24.0, gt=0, description="How much recent traffic a run looks at.")
 
 
 class ModelEntry(BaseModel):
@@ -56,7 +63,9 @@ class ModelEntry(BaseModel):
     train_data: str = Field(description="Reference/training data (Parquet, CSV or JSONL; path or URI).")
     inference_log: str = Field(description="Inference log dataset root (path or URI).")
     feedback: str = Field(description="Feedback labels dataset root (path or URI).")
-    golden_data: str | None = Field(None, description="Fixed golden set (text, label) every candidate is judged on.")
+    golden_data: str | None = Field(
+        None, description="Fixed golden set (text, label) every candidate is judged on."
+    )
     labels: list[str] = Field(min_length=2, description="Class names, in output order.")
     approvers: list[str] = Field(
         default_factory=list, description="Users who may approve; empty = any admin."

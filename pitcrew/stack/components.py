@@ -390,6 +390,15 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     )
     # Tasks and the webhook plugin read the same settings as the CLI that started the stack.
     env.update(settings.as_env())
+    # Connections the Hooks use by default; production defines them in Airflow (see docker-compose.yml).
+    env["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": settings.mlflow_url})
+    env["AIRFLOW_CONN_TRITON_DEFAULT"] = json.dumps(
+        {"conn_type": "triton", "host": settings.host, "port": settings.triton_http_port,
+         "extra": {"repository": str(settings.repository_dir)}}
+    )  # fmt: skip
+    env["AIRFLOW_CONN_PROMETHEUS_DEFAULT"] = json.dumps(
+        {"conn_type": "prometheus", "host": settings.prometheus_url}
+    )
     return env
 
 
@@ -435,6 +444,13 @@ def airflow_component(settings: Settings) -> Component:
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
             raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
+        # One Triton swap at a time across every DAG (concurrent load calls are not safe; DESIGN.md §5).
+        pool = subprocess.run(
+            [str(venv_bin() / "airflow"), "pools", "set", "pitcrew_triton_swaps", "1", "Serialises Triton swaps"],
+            env=airflow_env(settings), cwd=home, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if pool.returncode != 0:
+            raise StackError(f"airflow: could not create the pitcrew_triton_swaps pool: {pool.stderr[-500:]}")
 
     def processes() -> list[Process]:
         env = airflow_env(settings)
