@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -310,11 +311,10 @@ def promote(model: str, registered: dict) -> dict:
 def roll_back(model: str, registered: dict, reason: str) -> dict:
     from operators.triton_hook import TritonHook
     from pitcrew import registry
-    from pitcrew.pipeline.release_steps import rollback_serving
 
-    result = rollback_serving(TritonHook().swapper(model), _entry(model), to_version=registered["champion"])
+    result = TritonHook().rollback(model, registered["champion"])
     registry.set_version_tags(_mlflow(), model, registered["version"], {"rolled_back": reason})
-    return result
+    return json.loads(json.dumps(result, default=str))
 
 
 def _responder(context: Any, task_id: str) -> str | None:
@@ -572,7 +572,7 @@ def restore(model: str, described: dict) -> dict:
 
     context = get_current_context()
     approver = _responder(context, "approval")
-    swapped = TritonHook().swapper(model).rollback(model, described["previous"]).as_dict()
+    swapped = TritonHook().rollback(model, described["previous"])
     aliases = registry.restore_previous(_mlflow(), model, approver=approver)
     pipeline_metrics.record(_settings().home_dir / "metrics", model, rollback=True)
     return {"serving": swapped["version"], "aliases": aliases, "approver": approver}

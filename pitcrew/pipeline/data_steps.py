@@ -26,12 +26,16 @@ def load_window(entry: ModelEntry, ws: Workspace, *, hours: float, now: dt.datet
     end = now or dt.datetime.now(dt.UTC)
     start = end - dt.timedelta(hours=hours)
     try:
-        frame = read_inference_log(entry.inference_log, start, end, feedback_root=entry.feedback, model=entry.name)
+        frame = read_inference_log(
+            entry.inference_log, start, end, feedback_root=entry.feedback, model=entry.name
+        )
     except FileNotFoundError as exc:
         raise PipelineDataError(f"{entry.name}: no inference log at {entry.inference_log}") from exc
     frame.to_parquet(ws.window, index=False)
     labelled = int(frame["feedback_label"].notna().sum()) if len(frame) else 0
-    log.info("%s: window %s..%s has %d requests, %d with feedback", entry.name, start, end, len(frame), labelled)
+    log.info(
+        "%s: window %s..%s has %d requests, %d with feedback", entry.name, start, end, len(frame), labelled
+    )
     return {"rows": len(frame), "labelled": labelled, "start": start.isoformat(), "end": end.isoformat()}
 
 
@@ -71,7 +75,9 @@ def drift(entry: ModelEntry, ws: Workspace, metrics_dir: Path | None = None) -> 
     report = check_drift(reference, current, config)
     result = report.to_dict()
     (ws.reports / "drift.json").write_text(json.dumps(result, indent=2, default=str))
-    (ws.reports / "drift.html").write_text(render_html(report, title=f"{entry.name}: drift of the last window"))
+    (ws.reports / "drift.html").write_text(
+        render_html(report, title=f"{entry.name}: drift of the last window")
+    )
     if metrics_dir is not None:
         _export_drift_gauges(entry.name, report, metrics_dir)
     return {
@@ -129,4 +135,9 @@ def split_for_training(
     train = pd.concat([new_train, replay], ignore_index=True).sample(frac=1.0, random_state=seed)
     train.to_parquet(ws.train, index=False)
     evaluation.to_parquet(ws.eval, index=False)
-    return {"train_rows": len(train), "new_rows": len(new_train), "replay_rows": n_replay, "eval_rows": len(evaluation)}
+    return {
+        "train_rows": len(train),
+        "new_rows": len(new_train),
+        "replay_rows": n_replay,
+        "eval_rows": len(evaluation),
+    }

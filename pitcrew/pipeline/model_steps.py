@@ -56,13 +56,16 @@ def fine_tune(
         "checkpoint": str(output),
         "device": summary.get("device", "cpu"),
         "seconds": round(time.monotonic() - started, 3),
-        "summary": {k: summary.get(k) for k in ("steps", "epochs_completed", "stop_reason", "eval", "samples_per_s")},
+        "summary": {
+            k: summary.get(k) for k in ("steps", "epochs_completed", "stop_reason", "eval", "samples_per_s")
+        },
     }
 
 
 def evaluate(entry: ModelEntry, ws: Workspace, *, challenger: Path, champion: Path | None) -> dict:
     """Champion vs challenger on the drifted hold-out and the fixed golden set; a JSON verdict."""
-    from training.evaluate import EvaluateConfig, evaluate as run_evaluate, write_verdict
+    from training.evaluate import EvaluateConfig, write_verdict
+    from training.evaluate import evaluate as run_evaluate
 
     config = EvaluateConfig(
         challenger=challenger,
@@ -100,8 +103,9 @@ def replay(ws: Workspace, *, artifact: Path, max_rows: int = 5000) -> dict:
     This is what would change for real users: agreement, label flips per class, confidence shift, and
     accuracy of both on the requests that got feedback.
     """
-    from training.onnx_export import OrtRunner
     from transformers import AutoTokenizer
+
+    from training.onnx_export import OrtRunner
 
     window = pd.read_parquet(ws.window).tail(max_rows).reset_index(drop=True)
     if window.empty:
@@ -137,6 +141,8 @@ def replay(ws: Workspace, *, artifact: Path, max_rows: int = 5000) -> dict:
         truth_values = truth[has_truth].astype(str).to_numpy()
         result["labelled_rows"] = int(has_truth.sum())
         result["champion_accuracy"] = float(np.mean(np.asarray(champion_labels)[has_truth] == truth_values))
-        result["challenger_accuracy"] = float(np.mean(np.asarray(challenger_labels)[has_truth] == truth_values))
+        result["challenger_accuracy"] = float(
+            np.mean(np.asarray(challenger_labels)[has_truth] == truth_values)
+        )
     (ws.reports / "replay.json").write_text(json.dumps(result, indent=2))
     return result

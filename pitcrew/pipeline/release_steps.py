@@ -7,7 +7,6 @@ the new version and its canary passed, and a rollback restores Triton first.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +60,14 @@ def register(client, entry: ModelEntry, ws: Workspace, *, checkpoint: Path, tags
 
 
 def approval_body(
-    *, model: str, version: int, champion: int | None, evaluation: dict, replay: dict, drift: dict | None, links: dict
+    *,
+    model: str,
+    version: int,
+    champion: int | None,
+    evaluation: dict,
+    replay: dict,
+    drift: dict | None,
+    links: dict,
 ) -> str:
     """The Markdown an approver reads: what changes for users if they say yes."""
     ch, ca = evaluation.get("challenger", {}), evaluation.get("champion") or {}
@@ -86,7 +92,10 @@ def approval_body(
     ]
     flips = replay.get("label_flips") or {}
     if flips:
-        lines.append("label flips (champion -> challenger): " + ", ".join(f"{k}: {v}" for k, v in list(flips.items())[:8]))
+        lines.append(
+            "label flips (champion -> challenger): "
+            + ", ".join(f"{k}: {v}" for k, v in list(flips.items())[:8])
+        )
     if drift:
         drifted = [c["column"] for c in drift.get("columns", []) if c.get("drifted")]
         lines += ["", f"**Drift:** {drift.get('decision')} — {drift.get('reason')}"]
@@ -111,14 +120,13 @@ def download_champion(client, entry: ModelEntry, ws: Workspace) -> dict:
         raise registry.RegistryError(
             f"{entry.name} has no '{registry.CHAMPION}' in MLflow; deploy a first version (pitcrew bootstrap)"
         )
-    checkpoint = registry.download(client, entry.name, version, registry.CHECKPOINT_PATH, ws.champion_checkpoint.parent)
-    serving = registry.download(client, entry.name, version, registry.SERVING_PATH, ws.champion_serving.parent)
+    checkpoint = registry.download(
+        client, entry.name, version, registry.CHECKPOINT_PATH, ws.champion_checkpoint.parent
+    )
+    serving = registry.download(
+        client, entry.name, version, registry.SERVING_PATH, ws.champion_serving.parent
+    )
     return {"version": version, "checkpoint": str(checkpoint), "serving": str(serving)}
-
-
-def hot_swap(swapper, entry: ModelEntry, *, version: int, artifact: Path) -> dict:
-    """Publish, load beside the old version, verify, commit (or restore the old one and raise)."""
-    return json.loads(json.dumps(swapper.deploy(entry.name, version, artifact).as_dict(), default=str))
 
 
 def canary_metrics(entry: ModelEntry, version: int, window: str = "1m") -> list[CanaryMetric]:
@@ -156,7 +164,9 @@ def canary(
     policy: CanaryPolicy | None = None,
 ) -> dict:
     t = entry.thresholds
-    policy = policy or CanaryPolicy(interval_s=t.canary_interval_s, count=t.canary_count, failure_limit=t.canary_failure_limit)
+    policy = policy or CanaryPolicy(
+        interval_s=t.canary_interval_s, count=t.canary_count, failure_limit=t.canary_failure_limit
+    )
     kwargs = {"sleep": sleep} if sleep is not None else {}
     result: CanaryResult = run_canary(canary_metrics(entry, version), policy, query, **kwargs)
     log.info("canary of %s v%s: %s (%s)", entry.name, version, result.phase, result.reason)
@@ -165,8 +175,3 @@ def canary(
 
 def promote(client, entry: ModelEntry, *, version: int, approver: str | None) -> dict:
     return registry.promote(client, entry.name, version, approver=approver)
-
-
-def rollback_serving(swapper, entry: ModelEntry, *, to_version: int | None) -> dict:
-    """Serve ``to_version`` (default: the previous one on disk) again; files are never removed."""
-    return json.loads(json.dumps(swapper.rollback(entry.name, to_version).as_dict(), default=str))
