@@ -1,0 +1,197 @@
+"""The serving contract against the real bundled Triton and the real Prometheus.
+
+One Triton + Prometheus pair for the module; versions are swapped in with the real CLI.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from tritonclient.utils import InferenceServerException
+
+from monitoring.inference_log import read_inference_log, write_feedback
+from pitcrew.cli import main as pitcrew_main
+from pitcrew.serving.client import TritonControl
+from pitcrew.settings import get_settings
+from tests.integration.serving_artifacts import build_artifact
+from tests.stack_fixtures import free_ports, make_settings, running_stack
+
+pytestmark = pytest.mark.integration
+LABELS = ["billing", "technical", "account", "shipping"]
+MODEL = "textclf"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    artifacts = {v: build_artifact(root / f"artifact-v{v}", LABELS, seed=v) for v in (1, 2)}
+    broken = root / "artifact-broken"
+    shutil.copytree(artifacts[1], broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx model")
+    models_file = root / "models.yaml"
+    entry = {
+        "name": MODEL,
+        "train_data": str(root / "train.parquet"),
+        "inference_log": str(root / "inference_log"),
+        "feedback": str(root / "feedback"),
+        "labels": LABELS,
+        "thresholds": {"latency_p95_budget_ms": 500},
+    }
+    models_file.write_text(yaml.safe_dump({"models": [entry]}))
+    settings = make_settings(root / "home", models_file=models_file)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in settings.as_env().items():
+            mp.setenv(key, value)
+        get_settings.cache_clear()
+        with running_stack(settings, only=("triton", "prometheus")):
+            assert pitcrew_main(["deploy", "--model", MODEL, "--version", "1", "--artifact", str(artifacts[1])]) == 0
+            yield {"settings": settings, "artifacts": artifacts, "broken": broken, "root": root, "entry": entry}
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def client(stack) -> TritonControl:
+    return TritonControl(stack["settings"].triton_http_url)
+
+
+def test_text_in_label_out(client):
+    answers = client.classify(MODEL, ["my invoice was charged twice", "the app crashes"])
+    assert [a.version for a in answers] == ["1", "1"]
+    for answer in answers:
+        assert answer.label in LABELS
+        assert len(answer.probabilities) == len(LABELS)
+        assert sum(answer.probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert answer.label == LABELS[int(np.argmax(answer.probabilities))]
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [([""], "text is empty"), ([b"\xff\xfeabc"], "not valid UTF-8"), (["ok"] * 65, "batch-size must be <= 64")],
+)
+def test_bad_input_gets_a_clear_error_and_the_model_keeps_serving(client, texts, message):
+    with pytest.raises(InferenceServerException, match=message):
+        client.classify(MODEL, texts)
+    assert client.classify(MODEL, ["still serving"])[0].version == "1"
+
+
+def test_megabyte_text_is_truncated_not_fatal(client):
+    started = time.monotonic()
+    answer = client.classify(MODEL, ["word " * 200_000])[0]
+    assert answer.label in LABELS and time.monotonic() - started < 5
+
+
+def test_custom_metrics_on_triton_and_in_prometheus(stack, client):
+    client.classify(MODEL, ["where is my parcel"] * 3)
+    text = httpx.get(stack["settings"].triton_metrics_url).text
+    assert "nv_inference_request_success" in text
+    for name in ("pitcrew_input_tokens_bucket", "pitcrew_unknown_token_ratio_count", "pitcrew_top_class_confidence_sum"):
+        assert f'{name}{{model="{MODEL}",version="1"' in text
+    for label in LABELS:  # every class series exists from the start, zero or not
+        assert f'pitcrew_predictions_total{{class="{label}",model="{MODEL}",version="1"}}' in text
+    assert f'pitcrew_inference_log_failures_total{{model="{MODEL}",version="1"}} 0' in text
+    query = f'sum(pitcrew_predictions_total{{model="{MODEL}"}})'
+    deadline = time.monotonic() + 30
+    value = 0.0
+    while time.monotonic() < deadline:
+        result = httpx.get(f"{stack['settings'].prometheus_url}/api/v1/query", params={"query": query}).json()
+        if result["data"]["result"]:
+            value = float(result["data"]["result"][0]["value"][1])
+            if value >= 3:
+                break
+        time.sleep(0.5)
+    assert value >= 3
+
+
+def test_inference_log_rows_written_and_read_back_with_feedback(stack, client):
+    request_id = f"it-{uuid.uuid4().hex}"
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    answer = client.classify(MODEL, ["please reset my password"], request_id=request_id)[0]
+    assert answer.request_id == request_id
+    write_feedback(stack["entry"]["feedback"], {request_id: "account"})
+    rows = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        frame = read_inference_log(
+            stack["entry"]["inference_log"], started, datetime.now(UTC) + timedelta(seconds=1),
+            feedback_root=stack["entry"]["feedback"], model=MODEL,
+        )  # fmt: skip
+        rows = frame[frame["request_id"] == request_id]
+        if len(rows):
+            break
+        time.sleep(0.5)
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row["text"], row["label"], row["version"], row["feedback_label"]) == (
+        "please reset my password", answer.label, "1", "account",
+    )  # fmt: skip
+    assert row["confidence"] == pytest.approx(max(answer.probabilities), abs=1e-6)
+
+
+class Traffic:
+    """Steady unversioned requests in the background; counts failures across swaps."""
+
+    def __init__(self, url: str) -> None:
+        self.client = TritonControl(url, retries=1)
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.versions.add(self.client.classify(MODEL, ["refund my order"])[0].version)
+                self.ok += 1
+            except Exception as exc:  # every failure is a finding of the test
+                self.failures.append(str(exc))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_deploy_reject_broken_and_rollback_without_failed_requests(stack, client, capsys):
+    repo = stack["settings"].repository_dir
+    with Traffic(stack["settings"].triton_http_url) as traffic:
+        # deploy -> verify -> commit
+        assert pitcrew_main(["deploy", "--model", MODEL, "--version", "2", "--artifact", str(stack["artifacts"][2])]) == 0
+        assert '"version": 2' in capsys.readouterr().out
+        assert client.classify(MODEL, ["hello"])[0].version == "2"
+        assert client.ready_versions(MODEL) == [2]
+        # a corrupt version is rejected; version 2 keeps serving; its files stay for inspection
+        assert pitcrew_main(["deploy", "--model", MODEL, "--version", "3", "--artifact", str(stack["broken"])]) == 2
+        err = capsys.readouterr().err
+        assert "version 3 failed to load; version 2 keeps serving" in err
+        assert client.classify(MODEL, ["hello"])[0].version == "2"
+        assert (repo / MODEL / "3" / "model.onnx").exists()
+        # rollback restores the previous version (a lower number)
+        assert pitcrew_main(["rollback", "--model", MODEL]) == 0
+        assert '"version": 1' in capsys.readouterr().out
+        assert client.classify(MODEL, ["hello"])[0].version == "1"
+        assert client.ready_versions(MODEL) == [1]
+    assert traffic.failures == []
+    assert traffic.ok > 50 and traffic.versions == {"1", "2"}
+
+
+def test_deploy_against_unreachable_triton_fails_clearly(stack, monkeypatch, capsys):
+    monkeypatch.setenv("PITCREW_TRITON_HTTP_PORT", str(free_ports(1)[0]))  # nothing listens there
+    get_settings.cache_clear()
+    try:
+        assert pitcrew_main(["rollback", "--model", MODEL]) == 2
+    finally:
+        monkeypatch.undo()  # back to the module's settings
+        get_settings.cache_clear()
+    assert "unreachable" in capsys.readouterr().err
