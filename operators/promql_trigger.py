@@ -1,0 +1,77 @@
+"""Trigger that polls a PromQL condition asynchronously in the triggerer, so no worker slot is held."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+#: Answers worth retrying: Prometheus restarting or overloaded. A 4xx (bad query) is final.
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+RETRYABLE_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.TimeoutException)
+
+
+class PromQLTrigger(BaseTrigger):
+    """Fire when ``query`` returns at least one sample (write the threshold into the PromQL).
+
+    :param url: Prometheus base URL (resolved from the connection by the sensor).
+    :param query: PromQL; any non-empty result is the condition met.
+    :param poll_interval_s: seconds between queries.
+    :param timeout_s: give up after this long, with a ``timeout`` event.
+    """
+
+    def __init__(
+        self, url: str, query: str, poll_interval_s: float = 15.0, timeout_s: float = 3600.0
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.query = query
+        self.poll_interval_s = poll_interval_s
+        self.timeout_s = timeout_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "url": self.url,
+                "query": self.query,
+                "poll_interval_s": self.poll_interval_s,
+                "timeout_s": self.timeout_s,
+            },
+        )
+
+    async def _query_once(self, client: httpx.AsyncClient) -> list[dict[str, Any]] | None:
+        """The result vector; None when Prometheus is briefly unavailable."""
+        try:
+            response = await client.get(f"{self.url.rstrip('/')}/api/v1/query", params={"query": self.query})
+        except RETRYABLE_ERRORS:
+            return None
+        if response.status_code in RETRYABLE_STATUS:
+            return None
+        body = response.json()
+        if response.status_code != 200 or body.get("status") != "success":
+            raise ValueError(f"Prometheus rejected {self.query!r}: {body.get('error', response.status_code)}")
+        return body["data"]["result"]
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        deadline = time.monotonic() + self.timeout_s
+        async with httpx.AsyncClient(timeout=min(30.0, max(self.poll_interval_s, 1.0))) as client:
+            while True:
+                try:
+                    result = await self._query_once(client)
+                except ValueError as exc:
+                    yield TriggerEvent({"status": "error", "message": str(exc), "query": self.query})
+                    return
+                if result:
+                    yield TriggerEvent({"status": "success", "result": result, "query": self.query})
+                    return
+                if time.monotonic() >= deadline:
+                    yield TriggerEvent(
+                        {"status": "timeout", "query": self.query, "timeout_s": self.timeout_s}
+                    )
+                    return
+                await asyncio.sleep(self.poll_interval_s)

@@ -1,0 +1,60 @@
+"""The poller's logic (DAG ``pitcrew_watch``): polled alerts and query breaches as webhook alerts.
+
+Polled findings go through the webhook like Alertmanager's, so one policy over one state decides
+(dedup, cooldown, daily cap) and Airflow runs are created in the API server. Alerts read from ``ALERTS``
+keep Alertmanager's fingerprint (same labels, same hash), so an alert seen by both paths starts one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pitcrew.alerts.client import alert_entry, alertmanager_body, post_alerts
+from pitcrew.alerts.errors import AlertsError
+from pitcrew.alerts.payloads import WATCH_RECEIVER
+from pitcrew.alerts.routing import PolledQuery
+
+#: Alerts per POST, like Alertmanager's ``max_alerts``.
+BATCH_SIZE = 50
+
+
+class WatchForwardError(AlertsError):
+    """The webhook refused the poller's post; the message has its status and error."""
+
+
+def entries_from_alerts(alerts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Firing ``ALERTS`` (from PrometheusHook.firing_alerts) as webhook alert entries."""
+    entries = []
+    for alert in alerts:
+        active = alert.get("active_at")
+        starts = datetime.fromtimestamp(active, UTC) if active else None
+        entries.append(alert_entry(alert["labels"], starts_at=starts))
+    return entries
+
+
+def entries_from_query(query: PolledQuery, samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each sample of a breached query as an alert named after the query (series labels kept)."""
+    entries = []
+    for sample in samples:
+        labels = {k: v for k, v in sample["metric"].items() if k != "__name__"}
+        labels.update(query.labels)
+        labels["alertname"] = query.name
+        entries.append(alert_entry(labels, annotations={"expr": query.expr, "value": str(sample["value"][1])}))
+    return entries
+
+
+def forward(entries: Sequence[dict[str, Any]], url: str, token: str, hmac_secret: str) -> list[dict[str, Any]]:
+    """POST the entries to the webhook in batches; return the per-alert outcomes it answered.
+
+    :raises WatchForwardError: on any non-200 answer (503 included: the next poll retries).
+    """
+    outcomes: list[dict[str, Any]] = []
+    for start in range(0, len(entries), BATCH_SIZE):
+        body = alertmanager_body(list(entries[start : start + BATCH_SIZE]), receiver=WATCH_RECEIVER)
+        response = post_alerts(url, body, token, hmac_secret)
+        if response.status_code != 200:
+            raise WatchForwardError(f"webhook answered HTTP {response.status_code}: {response.text[:300]}")
+        outcomes.extend(response.json()["alerts"])
+    return outcomes

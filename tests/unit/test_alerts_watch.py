@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import pitcrew.alerts.watch as watch
+from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
+from pitcrew.alerts.fingerprint import labels_fingerprint
+from pitcrew.alerts.routing import PolledQuery
+from pitcrew.alerts.watch import WatchForwardError, entries_from_alerts, entries_from_query, forward
+from pitcrew.settings import REPO_ROOT
+from tests.unit.test_webhook import SECRET, TOKEN, RecordingTrigger, _make
+
+LABELS = {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"}
+
+
+class TestEntries:
+    def test_firing_alerts_keep_alertmanager_fingerprint_and_activation(self) -> None:
+        (entry,) = entries_from_alerts([{"labels": LABELS, "active_at": 1_800_000_000.0}])
+        assert entry["fingerprint"] == labels_fingerprint(LABELS)
+        assert entry["labels"] == LABELS
+        assert entry["startsAt"] == datetime.fromtimestamp(1_800_000_000, UTC).isoformat()
+        assert entry["status"] == "firing"
+
+    def test_query_samples_become_named_alerts(self) -> None:
+        query = PolledQuery(name="PitcrewErrorRatioHigh", expr="x > 0.01", labels={"severity": "warning"})
+        samples = [{"metric": {"__name__": "x", "model": "textclf"}, "value": [0, "0.2"]}]
+        (entry,) = entries_from_query(query, samples)
+        assert entry["labels"] == {"alertname": "PitcrewErrorRatioHigh", "model": "textclf", "severity": "warning"}
+        assert entry["annotations"] == {"expr": "x > 0.01", "value": "0.2"}
+        assert entry["fingerprint"] == labels_fingerprint(entry["labels"])
+
+
+class TestForward:
+    @pytest.fixture
+    def webhook(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, RecordingTrigger]:
+        trigger = RecordingTrigger()
+        app, _ = _make(tmp_path, trigger)
+        client = TestClient(app)
+
+        def post(url: str, body: bytes, token: str, hmac_secret: str | None = None, **_: object) -> httpx.Response:
+            return client.post("/alerts", content=body, headers=auth_headers(body, token, hmac_secret))
+
+        monkeypatch.setattr(watch, "post_alerts", post)
+        return client, trigger
+
+    def test_polled_alert_shares_policy_with_alertmanager(self, webhook) -> None:
+        client, trigger = webhook
+        pushed = alertmanager_body([alert_entry(LABELS)])
+        assert client.post("/alerts", content=pushed, headers=auth_headers(pushed, TOKEN)).status_code == 200
+        # The poller sees the same alert in ALERTS: same fingerprint, so cooldown, no second run.
+        outcomes = forward(entries_from_alerts([{"labels": LABELS, "active_at": None}]), "http://x", TOKEN, SECRET)
+        assert [o["decision"] for o in outcomes] == ["cooldown"]
+        assert len(trigger.calls) == 1
+
+    def test_query_breach_starts_a_run_marked_as_polled(self, webhook) -> None:
+        _, trigger = webhook
+        query = PolledQuery(name="PitcrewDriftScoreHigh", expr="d > 0.3")
+        entries = entries_from_query(query, [{"metric": {"model": "textclf"}, "value": [0, "0.5"]}])
+        (outcome,) = forward(entries, "http://x", TOKEN, SECRET)
+        assert outcome["decision"] == "triggered"
+        ((_, _, conf),) = trigger.calls
+        assert conf["alert"]["source"] == "pitcrew_watch"
+        assert conf["alert"]["name"] == "PitcrewDriftScoreHigh"
+
+    def test_batches_of_fifty(self, webhook) -> None:
+        entries = [alert_entry({"alertname": "Unrouted", "n": str(i)}) for i in range(120)]
+        outcomes = forward(entries, "http://x", TOKEN, SECRET)
+        assert len(outcomes) == 120 and {o["decision"] for o in outcomes} == {"unrouted"}
+
+    def test_refusal_raises(self, webhook) -> None:
+        with pytest.raises(WatchForwardError, match="HTTP 401"):
+            forward([alert_entry(LABELS)], "http://x", "wrong-token", SECRET)
+
+
+class TestWatchDag:
+    def test_parses_without_errors_quickly_and_without_urls(self) -> None:
+        from airflow.dag_processing.dagbag import DagBag
+
+        path = REPO_ROOT / "dags" / "pitcrew_watch.py"
+        started = time.perf_counter()
+        bag = DagBag(dag_folder=str(path))
+        elapsed = time.perf_counter() - started
+        assert bag.import_errors == {}
+        dag = bag.dags["pitcrew_watch"]
+        assert dag.task_ids == ["poll", "forward"]
+        assert dag.max_active_runs == 1 and not dag.catchup
+        assert dag.timetable.delta.total_seconds() <= 600
+        assert set(dag.params.keys()) == {"prometheus_conn_id", "forward"}
+        assert elapsed < 5.0
+        source = path.read_text()
+        assert "http://" not in source and "127.0.0.1" not in source
+        json.dumps(dag.params.dump())
