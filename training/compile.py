@@ -131,7 +131,7 @@ def compile_model(config: CompileConfig) -> Path:
             "runtime": config.runtime, "tensorrt_plan": trt_report.get("status") == "built"}, indent=2))
         if golden is not None:
             golden.require_known_labels(labels)
-            _write_golden(tmp / "golden.json", golden, _batched(ort_run, tokenizer, golden.texts, config))
+            _write_golden(tmp / "golden.json", golden, _batched(ort_run, tokenizer, golden.texts, config), labels)
         (tmp / "compile_report.json").write_text(json.dumps(
             _report(config, onnx_figures, trt_report, tmp, started), indent=2, default=str))
         if output_dir.exists():
@@ -163,8 +163,11 @@ def _tensorrt(folder: Path, input_names: list[str], tokenizer: Any, texts: list[
     return {"status": "built", **metadata}
 
 
-def _write_golden(path: Path, golden: LabelledText, logits: np.ndarray) -> None:
-    path.write_text(json.dumps({"texts": golden.texts, "labels": golden.labels,
+def _write_golden(path: Path, golden: LabelledText, logits: np.ndarray, label_names: list[str]) -> None:
+    # What this artifact answers (docs/model-artifact.md): hot-swap verification compares the server with
+    # these, so they are the predicted labels, not the golden set's true labels.
+    predicted = [label_names[i] for i in logits.argmax(axis=1)]
+    path.write_text(json.dumps({"texts": golden.texts, "labels": predicted,
                                 "probabilities": softmax(logits).round(7).tolist()}))
 
 
