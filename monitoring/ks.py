@@ -85,7 +85,7 @@ def ks_statistic(
     count there, so the difference is bounded — and merge only the brackets whose bound exceeds
     the best difference already seen at the bracket boundaries. That is a few hundred values
     instead of millions; if too many brackets qualify it falls back to the full merge. Wasserstein
-    then comes from 16 384 quantiles (an effect size, so ~1e-4·sd of error does not matter).
+    then comes from 16 384 quantiles (an effect size: the tests bound its error at 0.2% of a sd).
     """
     n1, n2 = reference_sorted.size, current_sorted.size
     if n1 + n2 <= full_merge_max:
@@ -146,7 +146,8 @@ def smirnov_sf(n: int, x: float) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         log_terms = (
             special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(rest + 1)
-            + np.where(rest > 0, rest * np.log(1.0 - x - j / n), 0.0)
+            # 1 - x - j/n can round to a hair below 0 at the last j; the exact value is ≥ 0.
+            + np.where(rest > 0, rest * np.log(np.maximum(1.0 - x - j / n, 0.0)), 0.0)
             + (j - 1) * np.log(x + j / n)
         )
     return float(x * np.exp(log_terms).sum())

@@ -59,6 +59,17 @@ class TestPValueFunctions:
             x = z / np.sqrt(n)
             assert ks.smirnov_sf(n, x) == pytest.approx(special.smirnov(n, x), abs=1e-10)
 
+    def test_smirnov_sum_survives_rounding_at_the_last_term(self) -> None:
+        n, x = 25_000, 0.009840000000000015  # 1 - x - j/n rounds below zero at the last j
+        assert ks.smirnov_sf(n, x) == pytest.approx(special.smirnov(n, x), abs=1e-12)
+
+    def test_smirnov_sum_on_random_sizes_and_statistics(self) -> None:
+        rng = np.random.default_rng(5)
+        for _ in range(200):
+            n, z = int(rng.integers(141, 20_000)), rng.uniform(1.48, 4.5)
+            value = ks.smirnov_sf(n, z / np.sqrt(n))
+            assert np.isfinite(value) and value == pytest.approx(special.smirnov(n, z / np.sqrt(n)), abs=1e-10)
+
     def test_kstwo_sf_matches_scipy_in_every_branch(self) -> None:
         for n in (50, 141, 5_000, 99_999, 100_001, 250_000):
             for z in (0.2, 0.6, 1.0, 1.3, 1.6, 2.5, 4.0, 14.0, 25.0):
