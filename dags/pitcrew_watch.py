@@ -42,14 +42,14 @@ def pitcrew_watch():
         from operators.prometheus_hook import PrometheusHook
         from pitcrew.alerts.routing import load_routes
         from pitcrew.alerts.service import routes_path
-        from pitcrew.alerts.watch import entries_from_alerts, entries_from_query
+        from pitcrew.alerts.watch import entries_from_alerts, entries_from_query, merge_findings
         from pitcrew.settings import get_settings
 
         hook = PrometheusHook((params or {}).get("prometheus_conn_id", PrometheusHook.default_conn_name))
-        entries = entries_from_alerts(hook.firing_alerts())
+        breaches = []
         for query in load_routes(routes_path(get_settings())).queries:
-            entries += entries_from_query(query, hook.query(query.expr))
-        return entries
+            breaches += entries_from_query(query, hook.query(query.expr))
+        return merge_findings(entries_from_alerts(hook.firing_alerts()), breaches)
 
     @task(retries=1, retry_delay=timedelta(seconds=30))
     def forward(entries: list[dict], params: dict | None = None) -> list[dict]:

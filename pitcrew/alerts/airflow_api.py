@@ -54,6 +54,21 @@ class AirflowApi:
             raise AirflowApiError(f"GET dagRuns of {dag_id}: HTTP {response.status_code}: {response.text[:200]}")
         return response.json()["dag_runs"]
 
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Start a manual run through the REST API (as the logged-in user); return its run id."""
+        response = self._client.post(
+            f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}, headers=self._headers()
+        )
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(f"POST dagRuns of {dag_id}: HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()["dag_run_id"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        response = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        if response.status_code != 200:
+            raise AirflowApiError(f"GET dagRun {run_id}: HTTP {response.status_code}")
+        return response.json()
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         response = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         if response.status_code != 200:

@@ -45,6 +45,17 @@ def entries_from_query(query: PolledQuery, samples: Iterable[Mapping[str, Any]])
     return entries
 
 
+def merge_findings(alerts: list[dict[str, Any]], breaches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Firing alerts first; a query breach only for a model no firing alert already names.
+
+    A drift score over threshold is usually both a firing ``ModelDriftScoreHigh`` and a breach of the
+    drift query; they have different names (so different fingerprints) and would start two runs for
+    one condition. The query is the fallback for conditions no deployed rule covers.
+    """
+    covered = {a["labels"].get("model") for a in alerts} - {None}
+    return alerts + [b for b in breaches if b["labels"].get("model") not in covered]
+
+
 def forward(entries: Sequence[dict[str, Any]], url: str, token: str, hmac_secret: str) -> list[dict[str, Any]]:
     """POST the entries to the webhook in batches; return the per-alert outcomes it answered.
 

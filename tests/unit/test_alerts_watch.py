@@ -13,7 +13,13 @@ import pitcrew.alerts.watch as watch
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
 from pitcrew.alerts.fingerprint import labels_fingerprint
 from pitcrew.alerts.routing import PolledQuery
-from pitcrew.alerts.watch import WatchForwardError, entries_from_alerts, entries_from_query, forward
+from pitcrew.alerts.watch import (
+    WatchForwardError,
+    entries_from_alerts,
+    entries_from_query,
+    forward,
+    merge_findings,
+)
 from pitcrew.settings import REPO_ROOT
 from tests.unit.test_webhook import SECRET, TOKEN, RecordingTrigger, _make
 
@@ -35,6 +41,19 @@ class TestEntries:
         assert entry["labels"] == {"alertname": "PitcrewErrorRatioHigh", "model": "textclf", "severity": "warning"}
         assert entry["annotations"] == {"expr": "x > 0.01", "value": "0.2"}
         assert entry["fingerprint"] == labels_fingerprint(entry["labels"])
+
+
+    def test_merge_drops_breaches_of_models_with_a_firing_alert(self) -> None:
+        alerts = entries_from_alerts([{"labels": LABELS, "active_at": None}])
+        query = PolledQuery(name="PitcrewDriftScoreHigh", expr="d > 0.3")
+        breaches = entries_from_query(
+            query, [{"metric": {"model": "textclf"}, "value": [0, "1"]}, {"metric": {"model": "other"}, "value": [0, "1"]}]
+        )
+        merged = merge_findings(alerts, breaches)
+        assert [(e["labels"]["alertname"], e["labels"]["model"]) for e in merged] == [
+            ("TritonInferenceFailures", "textclf"),
+            ("PitcrewDriftScoreHigh", "other"),
+        ]
 
 
 class TestForward:
