@@ -11,6 +11,8 @@ Triton's metrics endpoint; each prediction goes to the inference log, whose fail
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +25,8 @@ import triton_python_backend_utils as pb_utils
 CHARS_PER_TOKEN_BOUND = 32
 TOKEN_BUCKETS = [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
 RATIO_BUCKETS = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
+#: Niceness of the loading thread (19 is the lowest priority an unprivileged process may take).
+LOAD_NICENESS = 19
 CONFIDENCE_BUCKETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
 
 
@@ -86,6 +90,40 @@ class _Metrics:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        # During a hot swap this version loads while the old one serves on the same cores. The heavy part
+        # (imports, tokenizer, ONNX Runtime session, a warm-up run) runs in a thread of low CPU priority
+        # (Linux niceness is per thread), so serving requests win the CPU and the swap barely shows in
+        # their latency; the serving thread itself keeps normal priority.
+        loaded: dict = {}
+        thread = threading.Thread(target=self._load_niced, args=(args, loaded), name="pitcrew-load")
+        thread.start()
+        thread.join()
+        if "error" in loaded:
+            raise loaded["error"]
+        params = loaded["params"]
+        self.metrics = _Metrics(self.model_name, self.version, self.labels)
+        self.log = None
+        log_uri = params.get("inference_log_uri", "")
+        if log_uri:
+            from monitoring.inference_log import InferenceLogWriter
+
+            self.log = InferenceLogWriter(
+                log_uri,
+                flush_interval_s=float(params.get("inference_log_flush_s", "2.0")),
+                on_failure=lambda _exc, rows: self.metrics.log_failures.increment(rows),
+            )
+
+    def _load_niced(self, args: dict, loaded: dict) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
+        except OSError:  # not permitted here: load at normal priority
+            pass
+        try:
+            loaded["params"] = self._load(args)
+        except BaseException as exc:  # re-raised in initialize, so Triton reports the load as failed
+            loaded["error"] = exc
+
+    def _load(self, args: dict) -> dict:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -111,17 +149,10 @@ class TritonPythonModel:
             self.session = ort.InferenceSession(
                 str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
-        self.metrics = _Metrics(self.model_name, self.version, self.labels)
-        self.log = None
-        log_uri = params.get("inference_log_uri", "")
-        if log_uri:
-            from monitoring.inference_log import InferenceLogWriter
-
-            self.log = InferenceLogWriter(
-                log_uri,
-                flush_interval_s=float(params.get("inference_log_flush_s", "2.0")),
-                on_failure=lambda _exc, rows: self.metrics.log_failures.increment(rows),
-            )
+            self._predict(["warm-up"])  # first-run allocations happen here, not in a served request
+        if params.get("inference_log_uri"):
+            import monitoring.inference_log  # noqa: F401 - pandas/pyarrow imported at low priority too
+        return params
 
     # ------------------------------------------------------------------------------------------
     def execute(self, requests: list) -> list:

@@ -1,0 +1,212 @@
+"""Hot-swap benchmark: failed requests and latency while versions are swapped under steady load.
+
+Starts its own Triton (bundled CPU server, free loopback ports, private folder), serves version 1 of a tiny
+text classifier, drives steady load from concurrent gRPC clients, measures a steady phase, then swaps
+back and forth with the real protocol (``HotSwapper``: load beside, verify, commit; the down swaps use
+``rollback``, i.e. to a lower version number). Prints one JSON line.
+
+Targets (issue #3): 0 failures over >= 20,000 requests and >= 5 swaps in both directions; p99 during
+swaps <= 1.25 x steady p99; each swap's wall time <= that version's own load time + 1 s.
+
+    .venv/bin/python benchmarks/hotswap.py [--clients 16] [--swaps 6] [--steady-s 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from pitcrew.serving.client import TritonControl  # noqa: E402
+from pitcrew.serving.model_config import ServingOptions, set_version_policy, text_model_config, to_load_json  # noqa: E402
+from pitcrew.serving.publish import publish_version, write_model_config  # noqa: E402
+from pitcrew.serving.swap import HotSwapper  # noqa: E402
+
+MODEL = "textclf"
+LABELS = ["billing", "technical", "account", "shipping"]
+TEXTS = ["my invoice was charged twice", "the app crashes on start", "change my account email", "where is my parcel"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16, help="concurrent client threads")
+    parser.add_argument("--swaps", type=int, default=6, help="swaps, alternating up (deploy) and down (rollback)")
+    parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of steady load before swapping")
+    parser.add_argument("--gap-s", type=float, default=2.0, help="seconds of load between swaps")
+    parser.add_argument("--min-requests", type=int, default=20_000, help="keep the load on until this many")
+    parser.add_argument("--max-seconds", type=float, default=240.0, help="hard cap on the load phase")
+    parser.add_argument("--timeline", action="store_true", help="print p99 per 250 ms of each swap to stderr")
+    parser.add_argument("--workdir", type=Path, help="folder for artifacts and Triton state (default: temp)")
+    args = parser.parse_args()
+    if args.clients < 1 or args.swaps < 2:
+        parser.error("--clients must be >= 1 and --swaps >= 2 (both directions)")
+    return args
+
+
+class Load:
+    """``clients`` threads sending one-text requests (unversioned) as fast as answers come back."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient
+        self.url = url
+        self.clients = clients
+        self.samples: list[list[tuple[float, float]]] = [[] for _ in range(clients)]  # (start, latency_s)
+        self.failures: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, index: int) -> None:
+        client = self._grpc.InferenceServerClient(self.url)
+        data = np.array([[TEXTS[index % len(TEXTS)].encode()]], dtype=object)
+        inputs = [self._grpc.InferInput("text", [1, 1], "BYTES")]
+        inputs[0].set_data_from_numpy(data)
+        out = self.samples[index]
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            try:
+                client.infer(MODEL, inputs)
+                out.append((start, time.perf_counter() - start))
+            except Exception as exc:  # every failure is what this benchmark counts
+                self.failures.append((start, str(exc)[:200]))
+        client.close()
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def count(self) -> int:
+        return sum(len(s) for s in self.samples) + len(self.failures)
+
+    def latencies_ms(self, windows: list[tuple[float, float]]) -> list[float]:
+        return [
+            lat * 1000
+            for samples in self.samples
+            for start, lat in samples
+            if any(a <= start <= b for a, b in windows)
+        ]
+
+
+def print_timeline(load: Load, windows: list[tuple[float, float]], swaps: list[dict]) -> None:
+    """Where in a swap latency rises: p99 and count per 250 ms, with the protocol's phase boundaries."""
+    for (t0, t1), swap in zip(windows, swaps, strict=True):
+        print(f"swap to {swap['to']}: load {swap['load_s']:.2f}s verify {swap['verify_s']:.2f}s total {t1 - t0:.2f}s",
+              file=sys.stderr)
+        t = t0 - 0.5
+        while t < t1 + 0.5:
+            ms = load.latencies_ms([(t, t + 0.25)])
+            p99 = float(np.percentile(ms, 99)) if ms else float("nan")
+            print(f"  {t - t0:+6.2f}s n={len(ms):4d} p99={p99:7.1f}ms", file=sys.stderr)
+            t += 0.25
+
+
+def own_load_seconds(client: TritonControl, base, version: int) -> float:
+    """How long loading ``version`` alone takes (the model is unloaded first; no traffic yet)."""
+    client.unload(MODEL)
+    deadline = time.monotonic() + 60
+    while client.ready_versions(MODEL) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = time.perf_counter()
+    client.load(MODEL, to_load_json(set_version_policy(base, [version])))
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    args = parse_args()
+    from tests.integration.serving_artifacts import build_artifact
+    from tests.stack_fixtures import make_settings, running_stack
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pitcrew-hotswap-"))
+    settings = make_settings(workdir / "home")
+    repo = settings.repository_dir
+    base = text_model_config(MODEL, len(LABELS), ServingOptions())
+    write_model_config(repo, base)
+    for version in (1, 2):
+        artifact = build_artifact(workdir / f"artifact-v{version}", LABELS, seed=version)
+        publish_version(repo, MODEL, version, artifact)
+
+    with running_stack(settings, only=("triton",)):
+        client = TritonControl(settings.triton_http_url)
+        load_seconds = {v: own_load_seconds(client, base, v) for v in (2, 1)}
+        swapper = HotSwapper(client, repo, latency_budget_ms=250.0)
+        swapper.deploy(MODEL, 1)  # record version 1 as serving (already loaded: verify + commit only)
+
+        load = Load(settings.triton_grpc_url, args.clients)
+        started = time.perf_counter()
+        load.start()
+        time.sleep(args.steady_s)
+        steady = [(started + 1.0, time.perf_counter())]  # first second is warm-up
+        swaps: list[dict] = []
+        windows: list[tuple[float, float]] = []
+        for i in range(args.swaps):
+            if i:
+                time.sleep(args.gap_s)
+            t0 = time.perf_counter()
+            result = swapper.deploy(MODEL, 2) if i % 2 == 0 else swapper.rollback(MODEL)
+            t1 = time.perf_counter()
+            windows.append((t0, t1))
+            swaps.append({"to": result.version, "from": result.previous, "action": result.action, "seconds": t1 - t0,
+                          "load_s": result.load_seconds, "verify_s": result.verification.seconds})
+        deadline = started + args.max_seconds
+        while load.count() < args.min_requests and time.perf_counter() < deadline:
+            time.sleep(0.5)
+        load.stop()
+        elapsed = time.perf_counter() - started
+        serving_after = client.ready_versions(MODEL)
+
+    if args.timeline:
+        print_timeline(load, windows, swaps)
+    steady_ms = load.latencies_ms(steady)
+    swap_ms = load.latencies_ms(windows)
+    over_load = [s["seconds"] - load_seconds[s["to"]] for s in swaps]
+    p99_steady = float(np.percentile(steady_ms, 99))
+    p99_swap = float(np.percentile(swap_ms, 99)) if swap_ms else 0.0
+    report = {
+        "benchmark": "hotswap",
+        "requests": load.count(),
+        "failures": len(load.failures),
+        "swaps": len(swaps),
+        "directions": sorted({"up" if s["to"] > s["from"] else "down" for s in swaps}),
+        "clients": args.clients,
+        "throughput_rps": round(load.count() / elapsed, 1),
+        "p50_steady_ms": round(float(np.percentile(steady_ms, 50)), 2),
+        "p99_steady_ms": round(p99_steady, 2),
+        "p50_swap_ms": round(float(np.percentile(swap_ms, 50)), 2) if swap_ms else None,
+        "p99_swap_ms": round(p99_swap, 2),
+        "p99_swap_over_steady": round(p99_swap / p99_steady, 3),
+        "swap_seconds_median": round(statistics.median(s["seconds"] for s in swaps), 3),
+        "swap_seconds": [round(s["seconds"], 3) for s in swaps],
+        "load_seconds": {str(k): round(v, 3) for k, v in sorted(load_seconds.items())},
+        "max_swap_minus_load_s": round(max(over_load), 3),
+        "serving_after": serving_after,
+        "first_failures": [f for _, f in load.failures[:3]],
+    }
+    report["targets_met"] = {
+        "zero_failures": report["failures"] == 0,
+        "requests_ge_20000": report["requests"] >= 20_000,
+        "swaps_ge_5_both_directions": len(swaps) >= 5 and len(report["directions"]) == 2,
+        "p99_swap_le_1.25x_steady": p99_swap <= 1.25 * p99_steady,
+        "swap_le_load_plus_1s": max(over_load) <= 1.0,
+    }
+    print(json.dumps(report))
+    return 0 if all(report["targets_met"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
