@@ -178,3 +178,38 @@ def test_fuzz_made_no_runs(stack: AlertStack) -> None:
     runs = stack.runs()
     assert all(r["dag_run_id"].startswith("alert__textclf__") for r in runs)
     assert len(runs) == 2  # the Prometheus-fired run and the concurrent-posts run, nothing from fuzzing
+
+
+def test_locked_airflow_database_loses_no_alert(stack: AlertStack) -> None:
+    """Hold an exclusive lock on Airflow's SQLite database while an alert arrives: the webhook either
+    waits it out (200 with a run) or answers 503 so the sender retries; either way one run results."""
+    import sqlite3
+    import threading
+
+    db = stack.settings.home_dir / "airflow" / "airflow.db"
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(8)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    assert locked.wait(30)
+    body = alertmanager_body([alert_entry({"alertname": "TritonInferenceFailures", "model": "textclf",
+                                           "case": "locked"})])  # fmt: skip
+    first = stack.post(body)
+    holder.join()
+    assert first.status_code in (200, 503), first.text
+    responses = [first]
+    if first.status_code == 503:
+        assert first.headers["retry-after"]
+        responses.append(stack.post(body))  # what Alertmanager does on a 5xx
+        assert responses[-1].status_code == 200
+    named = [rid for r in responses if r.status_code == 200 for rid in r.json()["run_ids"]]
+    assert len(named) == 1
+    assert named[0] in {r["dag_run_id"] for r in stack.runs()}
