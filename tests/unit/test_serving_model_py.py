@@ -1,0 +1,153 @@
+"""model_repository/textclf/model.py outside Triton, with a stand-in for ``triton_python_backend_utils``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from pitcrew.settings import REPO_ROOT
+from tests.integration.serving_artifacts import GOLDEN_TEXTS, build_artifact
+
+LABELS = ["billing", "technical", "account", "shipping"]
+
+
+class _Metric:
+    def __init__(self, labels, buckets=None):
+        self.labels, self.value, self.observed = labels, 0.0, []
+
+    def increment(self, n):
+        self.value += n
+
+    def observe(self, v):
+        self.observed.append(v)
+
+
+class _Family:
+    COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+    created: dict[str, list[_Metric]] = {}
+
+    def __init__(self, name, description, kind):
+        self.name = name
+
+    def Metric(self, labels, buckets=None):  # noqa: N802 - Triton's API name
+        metric = _Metric(labels, buckets)
+        self.created.setdefault(self.name, []).append(metric)
+        return metric
+
+
+class _Tensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, array
+
+    def as_numpy(self):
+        return self.array
+
+
+class _Request:
+    def __init__(self, texts, request_id=""):
+        self.inputs = {"text": _Tensor("text", np.array([[t] for t in texts], dtype=object))}
+        self.rid = request_id
+
+    def request_id(self):
+        return self.rid
+
+
+class _Response:
+    def __init__(self, output_tensors=None, error=None):
+        self.outputs = {t.name: t.array for t in output_tensors or []}
+        self.error = error
+
+
+def _fake_pb_utils() -> types.ModuleType:
+    module = types.ModuleType("triton_python_backend_utils")
+    module.MetricFamily = _Family
+    module.Tensor = _Tensor
+    module.InferenceResponse = _Response
+    module.TritonError = lambda message: message
+    module.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
+    module.Logger = types.SimpleNamespace(log_warn=lambda message: None)
+    return module
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
+    spec = importlib.util.spec_from_file_location("textclf_model", REPO_ROOT / "model_repository/textclf/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = tmp_path_factory.mktemp("model_py")
+    build_artifact(root / "repo" / "1", LABELS, max_length=16)
+    yield module, root
+    sys.modules.pop("triton_python_backend_utils", None)
+
+
+@pytest.fixture(scope="module")
+def model(backend):
+    module, root = backend
+    config = {"parameters": {"inference_log_uri": {"string_value": str(root / "log")},
+                             "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
+    instance = module.TritonPythonModel()
+    instance.initialize(
+        {"model_config": json.dumps(config), "model_name": "textclf", "model_version": "1",
+         "model_repository": str(root / "repo")}  # fmt: skip
+    )
+    yield instance
+    instance.finalize()
+
+
+def test_fast_tokenizer_matches_auto_tokenizer(backend):
+    from transformers import AutoTokenizer
+
+    module, root = backend
+    folder = root / "repo" / "1"
+    texts = [*GOLDEN_TEXTS, "naïve café ☃ 🦀 zzqxj", "word " * 100]
+    fast = module.FastTokenizer(folder, 16)(texts)
+    auto = AutoTokenizer.from_pretrained(folder)(texts, padding=True, truncation=True, max_length=16, return_tensors="np")
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(fast[name], auto[name])
+    assert fast["input_ids"].shape[1] == 16
+
+
+def test_answers_equal_golden_and_each_bad_request_gets_its_own_error(backend, model):
+    _, root = backend
+    golden = json.loads((root / "repo" / "1" / "golden.json").read_text())
+    requests = [_Request(golden["texts"][:3], "batch"), _Request([b""]), _Request([b"\xff\xfe"]), _Request([golden["texts"][3]], "one")]
+    responses = model.execute(requests)
+    assert [r.error for r in responses] == [None, "text is empty", "text is not valid UTF-8 (byte 0)", None]
+    probs = np.vstack([responses[0].outputs["probabilities"], responses[3].outputs["probabilities"]])
+    np.testing.assert_allclose(probs, np.array(golden["probabilities"][:4]), atol=1e-5)
+    labels = [x[0].decode() for r in (responses[0], responses[3]) for x in r.outputs["label"]]
+    assert labels == golden["labels"][:4]
+    assert [x[0].decode() for x in responses[0].outputs["request_id"]] == ["batch:0", "batch:1", "batch:2"]
+    assert responses[3].outputs["version"][0][0] == b"1"
+    assert model.log.pending() == 4
+    predictions = sum(m.value for m in _Family.created["pitcrew_predictions_total"])
+    assert predictions == 4 and sum(m.value for m in _Family.created["pitcrew_rejected_texts_total"]) == 2
+
+
+def test_megabyte_text_is_truncated_to_max_length(model):
+    import time
+
+    started = time.perf_counter()
+    response = model.execute([_Request(["word " * 200_000])])[0]
+    assert time.perf_counter() - started < 2.0
+    assert response.error is None and response.outputs["label"][0][0].decode() in LABELS
+    # max_length includes [CLS] and [SEP]; the metric counts content tokens
+    assert model.metrics.tokens.observed[-1] == model.max_length - 2
+
+
+def test_corrupt_model_fails_initialize(backend, tmp_path):
+    module, root = backend
+    import shutil
+
+    shutil.copytree(root / "repo" / "1", tmp_path / "repo" / "1")
+    (tmp_path / "repo" / "1" / "model.onnx").write_bytes(b"broken")
+    with pytest.raises(Exception, match="(?i)protobuf|onnx"):
+        module.TritonPythonModel().initialize(
+            {"model_config": "{}", "model_name": "m", "model_version": "1", "model_repository": str(tmp_path / "repo")}
+        )
