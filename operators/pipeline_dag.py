@@ -283,20 +283,27 @@ def hot_swap(model: str, registered: dict, compiled: dict) -> dict:
     from pathlib import Path
 
     from operators.triton_hook import TritonHook
-    from pitcrew.pipeline.release_steps import hot_swap as run_hot_swap
 
-    swapper = TritonHook().swapper(model)
-    return run_hot_swap(
-        swapper, _entry(model), version=registered["version"], artifact=Path(compiled["artifact"])
-    )
+    result = TritonHook().deploy(model, registered["version"], Path(compiled["artifact"]))
+    return json.loads(json.dumps(result, default=str))
 
 
 def canary(model: str, registered: dict) -> dict:
-    from operators.prometheus_hook import PrometheusHook
+    from operators.prometheus_hook import PrometheusHook, PrometheusHookError
     from pitcrew.pipeline.release_steps import canary as run_canary
 
     hook = PrometheusHook()
-    return run_canary(_entry(model), version=registered["version"], query=hook.query_values)
+
+    def values(expr: str) -> list[float]:
+        # An unanswered query is no evidence either way: inconclusive (empty), never a pass or a crash
+        # that would leave the new version serving unwatched.
+        try:
+            return [float(series["value"][1]) for series in hook.query(expr)]
+        except PrometheusHookError as exc:
+            log.warning("canary query failed, counted as no data: %s", exc)
+            return []
+
+    return run_canary(_entry(model), version=registered["version"], query=values)
 
 
 def promote(model: str, registered: dict) -> dict:

@@ -363,7 +363,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__FERNET_KEY": _fernet_key(settings),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,approver:op,viewer:viewer",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             # Workers call the API server's execution API: without the real address every task fails.
@@ -419,13 +419,21 @@ def _fernet_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def airflow_admin_password(settings: Settings) -> str:
-    """The admin password the simple auth manager generated (it writes them as JSON on first start)."""
+def airflow_password(settings: Settings, user: str = "admin") -> str:
+    """A user's password as the simple auth manager generated it (written as JSON on first start).
+
+    Users of the local stack: ``admin`` (Admin), ``approver`` (Op: may answer approvals assigned to it),
+    ``viewer`` (Viewer).
+    """
     path = settings.home_dir / "airflow" / "passwords.json"
     try:
-        return json.loads(path.read_text())["admin"]
+        return json.loads(path.read_text())[user]
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise StackError(f"airflow: no admin password in {path}; is the stack up?") from exc
+        raise StackError(f"airflow: no password for {user!r} in {path}; is the stack up?") from exc
+
+
+def airflow_admin_password(settings: Settings) -> str:
+    return airflow_password(settings, "admin")
 
 
 def airflow_component(settings: Settings) -> Component:

@@ -1,0 +1,126 @@
+"""The closed-loop demo's moving parts, shared by ``pitcrew demo`` and the end-to-end test.
+
+Traffic goes only to the local Triton on 127.0.0.1, in bounded batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pitcrew.models_file import ModelEntry
+
+log = logging.getLogger(__name__)
+
+
+def write_demo_data(
+    entry: ModelEntry, *, n_train: int = 600, n_golden: int = 64, shift: float = 1.0, seed: int = 0
+) -> dict:
+    """Domain-A training data and the mixed golden set at the entry's paths; domain-B traffic to send later."""
+    from training.demo_data import generate
+
+    if set(entry.labels) != {"billing", "technical", "account", "shipping"}:
+        raise ValueError(f"{entry.name}: the demo data has labels billing, technical, account, shipping")
+    train = generate(n_train, domain="A", seed=seed)
+    golden = pd.concat(
+        [
+            generate(n_golden // 2, domain="A", seed=seed + 2),
+            generate(n_golden - n_golden // 2, domain="B", shift=shift, seed=seed + 2),
+        ],
+        ignore_index=True,
+    )
+    for path, frame in ((entry.train_data, train), (entry.golden_data, golden)):
+        if path is None:
+            raise ValueError(f"{entry.name}: the demo needs train_data and golden_data in the models file")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+    return {
+        "traffic_b": generate(n_train, domain="B", shift=shift, seed=seed + 10),
+        "eval_b": generate(200, domain="B", shift=shift, seed=seed + 20),
+        "eval_a": generate(200, domain="A", seed=seed + 20),
+    }
+
+
+@dataclass
+class TrafficResult:
+    sent: int = 0
+    failed: int = 0
+    request_ids: list[str] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+
+
+def send(
+    client, model: str, frame: pd.DataFrame, *, batch_size: int = 16, feedback_root: str | None = None
+) -> TrafficResult:
+    """Classify ``frame.text`` through Triton; with ``feedback_root``, store the true labels as feedback."""
+    from monitoring.inference_log import write_feedback
+
+    result = TrafficResult()
+    feedback: dict[str, str] = {}
+    for start in range(0, len(frame), batch_size):
+        chunk = frame.iloc[start : start + batch_size]
+        request_id = uuid.uuid4().hex
+        try:
+            predictions = client.classify(model, chunk["text"].tolist(), request_id=request_id)
+        except Exception as exc:  # noqa: BLE001 - counted: a demo keeps going through a swap
+            log.warning("request failed: %s", exc)
+            result.failed += len(chunk)
+            continue
+        result.sent += len(chunk)
+        for prediction, label in zip(predictions, chunk["label"], strict=True):
+            result.request_ids.append(prediction.request_id)
+            result.versions.add(prediction.version)
+            feedback[prediction.request_id] = label
+    if feedback_root is not None:
+        write_feedback(feedback_root, feedback)
+    return result
+
+
+def accuracy(client, model: str, frame: pd.DataFrame, batch_size: int = 32) -> tuple[float, set[str]]:
+    """Accuracy of what Triton serves now on labelled rows, and the versions that answered."""
+    correct, versions = 0, set()
+    for start in range(0, len(frame), batch_size):
+        chunk = frame.iloc[start : start + batch_size]
+        predictions = client.classify(model, chunk["text"].tolist())
+        correct += sum(p.label == label for p, label in zip(predictions, chunk["label"], strict=True))
+        versions.update(p.version for p in predictions)
+    return correct / len(frame), versions
+
+
+class BackgroundTraffic:
+    """Steady, bounded traffic while a run swaps and watches the canary (the canary needs requests)."""
+
+    def __init__(
+        self, client, model: str, frame: pd.DataFrame, *, interval_s: float = 0.5, max_seconds: float = 900
+    ) -> None:
+        self.client, self.model, self.frame = client, model, frame
+        self.interval_s, self.max_seconds = interval_s, max_seconds
+        self.result = TrafficResult()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+
+    def __enter__(self) -> BackgroundTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        position = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            chunk = self.frame.iloc[position : position + 8]
+            position = (position + 8) % max(len(self.frame) - 8, 1)
+            partial = send(self.client, self.model, chunk)
+            self.result.sent += partial.sent
+            self.result.failed += partial.failed
+            self.result.versions |= partial.versions
+            self._stop.wait(self.interval_s)

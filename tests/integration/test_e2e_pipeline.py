@@ -1,0 +1,189 @@
+"""End to end on the real stack with the tiny model: approve, reject, and a failing canary.
+
+Everything is real: Airflow 3 runs the generated DAGs with its LocalExecutor, approvals are answered
+through Airflow's REST API by real users of its auth manager, MLflow holds the registry, Triton serves
+and swaps, Prometheus answers the canary's queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from pitcrew import registry
+from pitcrew.airflow_api import AirflowApi, AirflowApiError
+from pitcrew.demo import BackgroundTraffic, accuracy, send, write_demo_data
+from pitcrew.models_file import load_models_file
+from pitcrew.pipeline.bootstrap import bootstrap
+from pitcrew.serving.client import TritonControl
+from pitcrew.settings import Settings
+from pitcrew.stack.components import airflow_password
+from tests.stack_fixtures import make_settings, running_stack
+from training.tiny import build_tiny_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+LABELS = ["billing", "technical", "account", "shipping"]
+RUN_TIMEOUT_S = 600
+
+
+def _models_file(folder: Path, tiny: Path) -> Path:
+    common = {
+        "runtime": "python-onnxruntime",
+        "base_model": str(tiny),
+        "labels": LABELS,
+        "schedule": None,
+    }
+    fast = {
+        "window_hours": 1,
+        "min_window_rows": 50,
+        "approval_timeout_h": 1,
+        "canary_interval_s": 2,
+        "canary_count": 3,
+    }
+    entries = [
+        {
+            **common, "name": "textclf",
+            "train_data": "data/textclf/train.parquet", "golden_data": "data/textclf/golden.parquet",
+            "inference_log": "log/textclf", "feedback": "feedback/textclf",
+            "approvers": ["approver"],
+            "thresholds": {**fast, "canary_min_confidence": 0.0, "max_golden_drop": 0.2, "min_accuracy_gain": -0.05},
+        },
+        {
+            # Same model, but a canary bar no model meets: the swap must roll back by itself.
+            **common, "name": "textclf_canary",
+            "train_data": "data/canary/train.parquet", "golden_data": "data/canary/golden.parquet",
+            "inference_log": "log/textclf_canary", "feedback": "feedback/textclf_canary",
+            "thresholds": {**fast, "canary_min_confidence": 0.999, "max_golden_drop": 0.2, "min_accuracy_gain": -0.05},
+        },
+    ]  # fmt: skip
+    path = folder / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": entries}, sort_keys=False))
+    return path
+
+
+class World:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = load_models_file(settings.models_file)
+        self.mlflow = MlflowClient(tracking_uri=settings.mlflow_url, registry_uri=settings.mlflow_url)
+        self.triton = TritonControl(settings.triton_http_url)
+        self.admin = AirflowApi(settings.airflow_url, "admin", airflow_password(settings, "admin"))
+        self.approver = AirflowApi(settings.airflow_url, "approver", airflow_password(settings, "approver"))
+        self.viewer = AirflowApi(settings.airflow_url, "viewer", airflow_password(settings, "viewer"))
+        self.data: dict = {}
+
+    def prepare(self, model: str) -> None:
+        """First champion on domain A, then a window of labelled domain-B traffic (the drift)."""
+        entry = self.models.get(model)
+        self.data[model] = write_demo_data(entry, n_train=400, n_golden=32)
+        result = bootstrap(entry, self.settings, epochs=4)
+        assert result["version"] == 1 and result["serving_version"] == 1
+        sent = send(
+            self.triton, model, self.data[model]["traffic_b"].iloc[:320], feedback_root=entry.feedback
+        )
+        assert sent.failed == 0 and sent.versions == {"1"}
+
+    def run(self, model: str, conf: dict | None = None) -> str:
+        dag_id = f"pitcrew_maintenance_{model}"
+        self.admin.wait_for_dag(dag_id)
+        return self.admin.trigger(dag_id, {"model": model, "trigger": "manual", **(conf or {})})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("e2e")
+    tiny = build_tiny_model(root / "tiny-base", LABELS, hidden_size=32, layers=2)
+    settings = make_settings(root / "home", models_file=_models_file(root, tiny), airflow_parallelism=2)
+    with running_stack(settings):
+        world = World(settings)
+        world.prepare("textclf")
+        world.prepare("textclf_canary")
+        yield world
+
+
+def _states(world: World, dag_id: str, run_id: str) -> dict[str, str | None]:
+    return world.admin.task_states(dag_id, run_id)
+
+
+def test_approved_run_deploys_the_challenger(world: World) -> None:
+    dag_id, model = "pitcrew_maintenance_textclf", "textclf"
+    before, versions = accuracy(world.triton, model, world.data[model]["eval_b"])
+    assert versions == {"1"}
+    run_id = world.run(model)
+    world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
+
+    # The approval shows what changes, and only the assigned approver may answer it.
+    detail = world.admin.tasks.get_hitl_detail(dag_id, run_id, "approval", -1)
+    assert "accuracy, new traffic hold-out" in detail.body and "Replay of" in detail.body
+    with pytest.raises(AirflowApiError, match="HTTP 403"):
+        world.viewer.respond(dag_id, run_id, "approval", "Approve")
+
+    with BackgroundTraffic(world.triton, model, world.data[model]["eval_b"], interval_s=0.3):
+        world.approver.respond(dag_id, run_id, "approval", "Approve")
+        assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success", _states(
+            world, dag_id, run_id
+        )
+
+    states = _states(world, dag_id, run_id)
+    for task_id in ("data_quality", "drift", "fine_tune", "evaluate", "compile", "register", "replay",
+                    "approval", "hot_swap", "canary", "canary_passed", "promote", "finish"):  # fmt: skip
+        assert states[task_id] == "success", (task_id, states)
+    for task_id in ("record_no_drift", "record_rejection", "rollback", "canary_review"):
+        assert states[task_id] == "skipped", (task_id, states)
+
+    # MLflow: aliases moved, lineage recorded.
+    assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 2
+    assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == 1
+    tags = registry.get_version(world.mlflow, model, 2).tags
+    assert tags["airflow_dag_run_id"] == run_id
+    assert tags["trigger"] == "manual"
+    assert tags["parent_version"] == "1"
+    assert tags["approver"] == "approver"
+    assert '"drift": true' in tags["drift_report"]
+    assert "onnxruntime" in tags["compile_target"]
+
+    # Triton serves version 2 and it answers the new domain at least as well.
+    after, versions = accuracy(world.triton, model, world.data[model]["eval_b"])
+    assert versions == {"2"}
+    assert after >= before - 0.02, (before, after)
+
+
+def test_rejected_run_changes_nothing(world: World) -> None:
+    dag_id, model = "pitcrew_maintenance_textclf", "textclf"
+    champion = registry.alias_version(world.mlflow, model, registry.CHAMPION)
+    previous = registry.alias_version(world.mlflow, model, registry.PREVIOUS)
+    serving = {p.version for p in world.triton.classify(model, ["where is my parcel"])}
+    run_id = world.run(model, {"force_retrain": True})
+    world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
+    world.approver.respond(dag_id, run_id, "approval", "Reject")
+    assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success"
+    states = _states(world, dag_id, run_id)
+    assert states["approval"] == "success"
+    for task_id in ("hot_swap", "canary", "promote", "rollback"):
+        assert states[task_id] == "skipped", (task_id, states)
+    assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == champion
+    assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == previous
+    assert {p.version for p in world.triton.classify(model, ["where is my parcel"])} == serving
+
+
+def test_failed_canary_rolls_back_by_itself(world: World) -> None:
+    dag_id, model = "pitcrew_maintenance_textclf_canary", "textclf_canary"
+    run_id = world.run(model)
+    world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
+    # No approvers are configured for this model: an Admin may answer.
+    with BackgroundTraffic(world.triton, model, world.data[model]["eval_b"], interval_s=0.3):
+        world.admin.respond(dag_id, run_id, "approval", "Approve")
+        assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "failed"
+    states = _states(world, dag_id, run_id)
+    assert states["hot_swap"] == "success" and states["canary"] == "success"
+    assert states["canary_failed"] == "success" and states["rollback"] == "success"
+    assert states["promote"] == "skipped"
+    assert world.admin.xcom_value(dag_id, run_id, "canary")["phase"] == "failed"
+    assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 1
+    assert registry.get_version(world.mlflow, model, 2).tags["rolled_back"]
+    assert {p.version for p in world.triton.classify(model, ["my invoice is wrong"])} == {"1"}
