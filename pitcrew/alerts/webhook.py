@@ -128,7 +128,10 @@ def create_app(config_factory: Callable[[], WebhookConfig], service_factory: Cal
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        svc = await run_in_threadpool(service)
+        try:
+            svc = await run_in_threadpool(service)
+        except (RoutesFileError, ModelsFileError) as exc:
+            return _error(503, str(exc))
         text = await run_in_threadpool(render_metrics, svc.policy, config().metrics_dir, dict(rejected))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -313,3 +313,18 @@ class TestFuzz:
             self._cache["client"] = TestClient(app, raise_server_exceptions=False)
             self._cache["trigger"] = trigger
         return self._cache["client"], self._cache["trigger"]
+
+
+class TestBrokenConfiguration:
+    def test_broken_routes_file_is_503_not_500(self, tmp_path: Path) -> None:
+        from pitcrew.alerts.errors import RoutesFileError
+
+        def broken() -> AlertService:
+            raise RoutesFileError("routing file x: routes: Field required")
+
+        config = WebhookConfig(token=TOKEN, hmac_secret=SECRET, metrics_dir=tmp_path)
+        client = TestClient(create_app(lambda: config, broken), raise_server_exceptions=False)
+        body = _firing()
+        response = client.post("/alerts", content=body, headers=auth_headers(body, TOKEN))
+        assert response.status_code == 503 and "routing file" in response.json()["error"]
+        assert client.get("/metrics").status_code == 503
