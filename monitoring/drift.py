@@ -173,8 +173,11 @@ def prepare_frame(
     kinds: dict[str, Kind] | None,
     tokenizer_path: str | None = None,
     text_columns: Sequence[str] | None = None,
-) -> tuple[pd.DataFrame, dict[str, Kind], str | None]:
+) -> tuple[dict[str, pd.Series], dict[str, Kind], str | None]:
     """Select columns, expand text columns into features and decide each column's kind.
+
+    Returns the columns as a dict of Series, not a DataFrame: building a frame would consolidate
+    (copy) every numeric column into one block.
 
     With ``kinds`` None (the reference) kinds are inferred; otherwise (the current window) the
     frame must provide every profiled column with a compatible dtype.
@@ -189,7 +192,6 @@ def prepare_frame(
         missing = [n for n in names if n not in frame.columns]
         if missing:
             raise DriftInputError(f"column(s) missing from the current window: {', '.join(missing)}")
-    names = [n for n in names if n not in text_columns or n in frame.columns]
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     parts: dict[str, pd.Series] = {}
     inferred: dict[str, Kind] = {}
@@ -203,7 +205,6 @@ def prepare_frame(
             continue
         parts[name] = series
         inferred[name] = "numeric" if is_numeric(series) and name not in config.categorical_columns else "categorical"
-    prepared = pd.DataFrame(parts, copy=False)
     if kinds is not None:
         bad = [
             f"{n} (reference {kinds[n]}, current {inferred[n]}: {frame[n].dtype})"
@@ -216,7 +217,7 @@ def prepare_frame(
         if lost:
             raise DriftInputError(f"column(s) missing from the current window: {', '.join(lost)}")
         inferred = dict(kinds)
-    return prepared, inferred, tokenizer_path
+    return parts, inferred, tokenizer_path
 
 
 # Per-column tests ------------------------------------------------------------------------------
