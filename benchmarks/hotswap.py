@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +118,20 @@ def print_timeline(load: Load, windows: list[tuple[float, float]], swaps: list[d
             t += 0.25
 
 
+_SWAPPER: HotSwapper | None = None
+
+
+def _init_swapper(url: str, repo: str) -> None:
+    global _SWAPPER
+    _SWAPPER = HotSwapper(TritonControl(url), Path(repo), latency_budget_ms=250.0)
+
+
+def _swap(up: bool) -> dict:
+    result = _SWAPPER.deploy(MODEL, 2) if up else _SWAPPER.rollback(MODEL)
+    return {"to": result.version, "from": result.previous, "action": result.action,
+            "load_s": result.load_seconds, "verify_s": result.verification.seconds}  # fmt: skip
+
+
 def own_load_seconds(client: TritonControl, base, version: int) -> float:
     """How long loading ``version`` alone takes (the model is unloaded first; no traffic yet)."""
     client.unload(MODEL)
@@ -147,6 +163,13 @@ def main() -> int:
         swapper = HotSwapper(client, repo, latency_budget_ms=250.0)
         swapper.deploy(MODEL, 1)  # record version 1 as serving (already loaded: verify + commit only)
 
+        # Swaps run in their own process, as `pitcrew deploy` or an Airflow worker would: in this process
+        # they would share the GIL with the 16 client threads and stall them.
+        worker = ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_swapper, initargs=(settings.triton_http_url, str(repo)),
+        )  # fmt: skip
+        worker.submit(time.sleep, 0).result()  # start it before the load
         load = Load(settings.triton_grpc_url, args.clients)
         started = time.perf_counter()
         load.start()
@@ -158,15 +181,15 @@ def main() -> int:
             if i:
                 time.sleep(args.gap_s)
             t0 = time.perf_counter()
-            result = swapper.deploy(MODEL, 2) if i % 2 == 0 else swapper.rollback(MODEL)
+            swap = worker.submit(_swap, i % 2 == 0).result()
             t1 = time.perf_counter()
             windows.append((t0, t1))
-            swaps.append({"to": result.version, "from": result.previous, "action": result.action, "seconds": t1 - t0,
-                          "load_s": result.load_seconds, "verify_s": result.verification.seconds})
+            swaps.append({**swap, "seconds": t1 - t0})
         deadline = started + args.max_seconds
         while load.count() < args.min_requests and time.perf_counter() < deadline:
             time.sleep(0.5)
         load.stop()
+        worker.shutdown()
         elapsed = time.perf_counter() - started
         serving_after = client.ready_versions(MODEL)
 

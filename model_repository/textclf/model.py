@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+# Encode on the calling thread. Triton instances give the parallelism; a rayon pool would add idle
+# spinning threads on few cores and, created by the low-priority loading thread, would inherit its
+# low priority for serving requests.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 #: Longest text (characters) handed to the tokenizer; beyond max_length tokens it is truncated anyway,
 #: and cutting first keeps a 1 MB request from costing a second of tokenization.
 CHARS_PER_TOKEN_BOUND = 32
