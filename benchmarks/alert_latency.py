@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ms": round(percentile(create_ms, 50), 1),
         "p95_ms": round(percentile(create_ms, 95), 1),
         "max_ms": round(max(create_ms), 1),
+        "max_ms_at_alert": create_ms.index(max(create_ms)),
         "p50_first_task_s": round(percentile(starts, 50), 2),
         "p95_first_task_s": round(percentile(starts, 95), 2),
         "max_first_task_s": round(max(starts), 2),

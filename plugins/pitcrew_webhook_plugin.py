@@ -28,6 +28,10 @@ def _config() -> WebhookConfig:
 
 
 def _service() -> AlertService:
+    # Import the run-creation path now (first request, not plugin import) so the first alert does not pay
+    # for it: cold, it takes seconds on a small machine.
+    import airflow.api.common.trigger_dag  # noqa: F401
+
     from pitcrew.settings import get_settings
 
     return service_from_settings(get_settings(), trigger_run)
