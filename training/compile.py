@@ -40,13 +40,14 @@ class CompileConfig:
     model_dir: Path
     output_dir: Path
     eval_data: Path | None = None  # parity rows; the golden set is used too
-    golden_data: Path | None = None  # what golden.json answers for; required by the hot-swap verification
+    golden_data: Path | None = None  # what golden.json answers for (hot-swap verification); default: eval rows
     max_length: int = 128
     opset: int = 18
     runtime: str = "python-onnxruntime"
     tensorrt: str = "auto"  # auto: build when possible | off | require: fail if it cannot be built
     profile: OptimizationProfile = field(default_factory=OptimizationProfile)
     parity_rows: int = 1024  # cap, so compile time stays bounded on large eval sets
+    fallback_golden_rows: int = 64  # golden.json from the first eval rows when no golden set is given
     parity_batch_size: int = 32
     onnx_max_abs_diff: float = 1e-4
     onnx_min_agreement: float = 1.0
@@ -109,6 +110,9 @@ def compile_model(config: CompileConfig) -> Path:
     if parity_data is None or not len(parity_data):
         raise DataError("compile needs eval_data or golden_data rows to check parity on")
     parity_texts = parity_data.texts[: config.parity_rows] + (golden.texts if golden and config.eval_data else [])
+    if golden is None:  # the artifact contract always carries golden.json; the report says where it came from
+        n = config.fallback_golden_rows
+        golden = LabelledText(parity_data.texts[:n], parity_data.labels[:n], f"{parity_data.source} (first {n} rows)")
 
     def torch_run(batch: dict) -> np.ndarray:
         with torch.inference_mode():
@@ -129,11 +133,11 @@ def compile_model(config: CompileConfig) -> Path:
         (tmp / "serving.json").write_text(json.dumps({
             "max_length": config.max_length, "input_names": input_names, "output_name": "logits",
             "runtime": config.runtime, "tensorrt_plan": trt_report.get("status") == "built"}, indent=2))
-        if golden is not None:
-            golden.require_known_labels(labels)
-            _write_golden(tmp / "golden.json", golden, _batched(ort_run, tokenizer, golden.texts, config), labels)
-        (tmp / "compile_report.json").write_text(json.dumps(
-            _report(config, onnx_figures, trt_report, tmp, started), indent=2, default=str))
+        golden.require_known_labels(labels)
+        _write_golden(tmp / "golden.json", golden, _batched(ort_run, tokenizer, golden.texts, config), labels)
+        report = _report(config, onnx_figures, trt_report, tmp, started)
+        report["golden_source"] = golden.source
+        (tmp / "compile_report.json").write_text(json.dumps(report, indent=2, default=str))
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)

@@ -62,13 +62,18 @@ class _Scored:
     correct: np.ndarray
 
 
-def _score(model_dir: Path, data: LabelledText, config: EvaluateConfig) -> _Scored:
+def _score(model_dir: Path, datasets: dict[str, LabelledText], config: EvaluateConfig) -> dict[str, _Scored]:
+    """Load the model once and score it on every dataset."""
     model, tokenizer = load_classifier(model_dir)
     labels = model_labels(model_dir, model)
-    y = data.label_ids(labels)  # raises DataError naming unknown labels
-    probabilities = softmax(batched_logits(model, tokenizer, data.texts, batch_size=config.batch_size,
-                                           max_length=config.max_length))
-    return _Scored(classification_metrics(y, probabilities, labels), probabilities.argmax(axis=1) == np.asarray(y))
+    scored = {}
+    for name, data in datasets.items():
+        y = data.label_ids(labels)  # raises DataError naming unknown labels
+        probabilities = softmax(batched_logits(model, tokenizer, data.texts, batch_size=config.batch_size,
+                                               max_length=config.max_length))
+        scored[name] = _Scored(classification_metrics(y, probabilities, labels),
+                               probabilities.argmax(axis=1) == np.asarray(y))
+    return scored
 
 
 def evaluate(config: EvaluateConfig) -> Verdict:
@@ -81,9 +86,8 @@ def evaluate(config: EvaluateConfig) -> Verdict:
         if not len(data):
             raise ValueError(f"{data.source}: the {name} set is empty")
 
-    challenger = {name: _score(Path(config.challenger), data, config) for name, data in datasets.items()}
-    champion = ({name: _score(Path(config.champion), data, config) for name, data in datasets.items()}
-                if config.champion is not None else None)
+    challenger = _score(Path(config.challenger), datasets, config)
+    champion = _score(Path(config.champion), datasets, config) if config.champion is not None else None
     failures: list[str] = []
     notes: list[str] = []
     comparison: dict = {}

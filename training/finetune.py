@@ -189,12 +189,12 @@ def finetune(config: FinetuneConfig) -> Path:
     try:
         while state["step"] < total_steps:
             step = state["step"]
+            step_started = time.perf_counter()  # samples/s covers batch assembly too, like HF Trainer's figure
             epoch, position = divmod(step, steps_per_epoch)
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
             idx = order[position * config.batch_size:(position + 1) * config.batch_size].tolist()
             batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
-            step_started = time.perf_counter()
             with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(**batch).logits
             loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))

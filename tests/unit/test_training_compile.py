@@ -55,7 +55,17 @@ def test_golden_json_is_what_the_artifact_answers(artifact: Path) -> None:
     encoded = tokenizer(golden["texts"], truncation=True, max_length=128, padding=True, return_tensors="np")
     probabilities = softmax(session.run(None, {k: v.astype(np.int64) for k, v in encoded.items()})[0])
     np.testing.assert_allclose(probabilities, golden["probabilities"], atol=1e-5)
-    assert len(golden["labels"]) == len(golden["texts"]) == 16
+    labels = json.loads((artifact / "labels.json").read_text())
+    assert golden["labels"] == [labels[i] for i in np.argmax(golden["probabilities"], axis=1)]
+    assert len(golden["texts"]) == 16
+
+
+def test_golden_defaults_to_the_first_eval_rows(tmp_path: Path, tiny_trained: Path,
+                                                demo_data: dict[str, Path]) -> None:
+    out = compile_model(CompileConfig(model_dir=tiny_trained, output_dir=tmp_path / "v", eval_data=demo_data["a_eval"],
+                                      fallback_golden_rows=5))
+    assert len(json.loads((out / "golden.json").read_text())["texts"]) == 5
+    assert json.loads((out / "compile_report.json").read_text())["golden_source"].endswith("(first 5 rows)")
 
 
 def test_tensorrt_is_reported_not_faked(artifact: Path) -> None:
