@@ -14,15 +14,32 @@ from pitcrew.alerts.airflow_trigger import trigger_run
 from pitcrew.alerts.service import AlertService, service_from_settings
 from pitcrew.alerts.webhook import WebhookConfig, create_app
 
+#: Optional Airflow connection holding the webhook secrets (password = bearer token, extra
+#: ``{"hmac_secret": ...}``), e.g. from a secrets backend or ``AIRFLOW_CONN_PITCREW_WEBHOOK``; when it does
+#: not exist the secrets come from pitcrew settings (generated under ``<home>/secrets`` for the local stack).
+WEBHOOK_CONN_ID = "pitcrew_webhook"
+
+
+def _connection_secrets() -> tuple[str, str]:
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(WEBHOOK_CONN_ID)
+    except AirflowNotFoundException:
+        return "", ""
+    return conn.password or "", str(conn.extra_dejson.get("hmac_secret", ""))
+
 
 def _config() -> WebhookConfig:
     from pitcrew.settings import get_settings
     from pitcrew.stack.components import webhook_hmac_secret, webhook_token
 
     settings = get_settings()
+    token, secret = _connection_secrets()
     return WebhookConfig(
-        token=webhook_token(settings),
-        hmac_secret=webhook_hmac_secret(settings),
+        token=token or webhook_token(settings),
+        hmac_secret=secret or webhook_hmac_secret(settings),
         metrics_dir=settings.home_dir / "metrics",
     )
 
