@@ -306,19 +306,21 @@ def canary(model: str, registered: dict) -> dict:
     return run_canary(_entry(model), version=registered["version"], query=values)
 
 
-def promote(model: str, registered: dict) -> dict:
+def promote(model: str) -> dict:
     from pitcrew.pipeline.release_steps import promote as run_promote
 
     context = get_current_context()
+    registered = context["ti"].xcom_pull(task_ids="register")
     approver = _responder(context, "approval")
     result = run_promote(_mlflow(), _entry(model), version=registered["version"], approver=approver)
     return {**result, "approver": approver}
 
 
-def roll_back(model: str, registered: dict, reason: str) -> dict:
+def roll_back(model: str, reason: str) -> dict:
     from operators.triton_hook import TritonHook
     from pitcrew import registry
 
+    registered = get_current_context()["ti"].xcom_pull(task_ids="register")
     result = TritonHook().rollback(model, registered["champion"])
     registry.set_version_tags(_mlflow(), model, registered["version"], {"rolled_back": reason})
     return json.loads(json.dumps(result, default=str))
@@ -335,9 +337,10 @@ def finish(model: str) -> dict:
     from pitcrew import pipeline_metrics
 
     context = get_current_context()
-    dag_run = context["dag_run"]
-    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    pull = context["ti"].xcom_pull
+    ti = context["ti"]
+    by_run = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])  # {run_id: {task_id: state}}
+    states = by_run.get(ti.run_id, {})
+    pull = ti.xcom_pull
     outcome = _outcome(states, pull)
     trained = pull(task_ids="fine_tune") or {}
     request = pull(task_ids="validate_request") or {}
@@ -526,10 +529,10 @@ def build_pipeline_dag(entry: ModelEntry, *, nightly: bool, doc_md: str) -> DAG:
         )
         promoted = task(task_id="promote", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)(
             transient_only(promote)
-        )(model, registered)
+        )(model)
         rolled_back = task(task_id="rollback", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)(
             transient_only(roll_back)
-        )(model, registered, "canary failed or was rejected")
+        )(model, "canary failed or was rejected")
         canary_gate(watched) >> [passed, failed, review]
         review >> [kept, reverted]
         [passed, kept] >> promoted
