@@ -7,6 +7,7 @@ when the champion is registered (and saving it next to the model) makes each lat
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -97,7 +98,7 @@ def fit_numeric(name: str, sorted_values: np.ndarray, n_missing: int) -> ColumnP
     if sorted_values.size:
         profile.std = float(np.std(sorted_values))
         # Inner cuts at the distinct deciles; open outer bins, so even a constant column has two bins.
-        cuts = np.unique(np.quantile(sorted_values, np.linspace(0, 1, PSI_BINS + 1))[1:-1])
+        cuts = np.unique([sorted_quantile(sorted_values, q) for q in np.linspace(0, 1, PSI_BINS + 1)[1:-1]])
         profile.psi_edges = np.concatenate([[-np.inf], cuts, [np.inf]])
         profile.psi_counts = counts_between(sorted_values, profile.psi_edges)
     return profile
@@ -128,7 +129,9 @@ class ReferenceProfile:
         frame, kinds, tokenizer_path = prepare_frame(reference, config, kinds=None)
         if not kinds:
             raise DriftInputError("the reference has no columns to check after ignores and column selection")
-        columns = {name: fit_column(name, frame[name], kind) for name, kind in kinds.items()}
+        with ThreadPoolExecutor(max(1, config.workers)) as pool:  # sorts release the GIL
+            fitted = pool.map(lambda item: fit_column(item[0], frame[item[0]], item[1]), kinds.items())
+            columns = {col.name: col for col in fitted}
         text_columns = [c for c in config.text_columns if c in reference.columns]
         return cls(columns=columns, n_rows=len(reference), text_columns=text_columns, tokenizer_path=tokenizer_path)
 
