@@ -55,6 +55,12 @@ class TestPrometheusRules:
             assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), name
             assert "model" in rule["expr"], f"{name} must keep the model label the webhook routes on"
 
+    def test_rules_use_the_metrics_the_model_exports(self) -> None:
+        source = (REPO_ROOT / "model_repository" / "textclf" / "model.py").read_text()
+        rules = RULES.read_text()
+        for family in ("pitcrew_top_class_confidence", "pitcrew_unknown_token_ratio"):
+            assert f'"{family}"' in source and f"{family}_sum" in rules, family
+
     def test_triton_failures_is_five_minutes_evaluated_each_minute(self) -> None:
         rule = _alert_rules()["TritonInferenceFailures"]
         assert rule["for"] == "5m" and rule["interval"] == "1m"
@@ -126,8 +132,9 @@ class TestGrafanaProvisioning:
         dashboard = json.loads((self.GRAFANA / "dashboards" / "pitcrew.json").read_text())
         exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
         for metric in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_request_duration_us",
-                       "nv_inference_queue_duration_us", "pitcrew_inference_latency_seconds",
-                       "pitcrew_top_class_confidence", "pitcrew_unknown_tokens", "pitcrew_drift_score",
+                       "nv_inference_queue_duration_us", "nv_inference_request_summary_us",
+                       "pitcrew_top_class_confidence", "pitcrew_unknown_token_ratio", "pitcrew_predictions_total",
+                       "pitcrew_input_tokens", "pitcrew_drift_score",
                        "pitcrew_alerts_total", "pitcrew_webhook_rejected_requests_total"):  # fmt: skip
             assert metric in exprs, metric
         ids = [p["id"] for p in dashboard["panels"]]
