@@ -11,10 +11,8 @@ import json
 from pathlib import Path
 
 from pitcrew.cli import CommandError
-from pitcrew.models_file import load_models_file
 from pitcrew.serving.errors import ServingError
-from pitcrew.serving.factory import base_config, check_artifact_labels, make_swapper
-from pitcrew.settings import get_settings
+from pitcrew.serving.factory import base_config, check_artifact_labels, swapper_from_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,12 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    entry = load_models_file(settings.models_file).get(args.model)
+    entry, swapper = swapper_from_settings(args.model, lock_timeout_s=args.wait)
     try:
         if args.artifact is not None:
             check_artifact_labels(entry, args.artifact)
-        swapper = make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=args.wait)
         result = swapper.deploy(entry.name, args.version, args.artifact, config=base_config(entry))
     except ServingError as exc:
         raise CommandError(str(exc)) from exc

@@ -9,10 +9,8 @@ import argparse
 import json
 
 from pitcrew.cli import CommandError
-from pitcrew.models_file import load_models_file
 from pitcrew.serving.errors import ServingError
-from pitcrew.serving.factory import make_swapper
-from pitcrew.settings import get_settings
+from pitcrew.serving.factory import swapper_from_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    entry = load_models_file(settings.models_file).get(args.model)
+    entry, swapper = swapper_from_settings(args.model, lock_timeout_s=args.wait)
     try:
-        swapper = make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=args.wait)
         result = swapper.rollback(entry.name, args.version)
     except ServingError as exc:
         raise CommandError(str(exc)) from exc

@@ -46,3 +46,13 @@ def make_swapper(
         latency_budget_ms=entry.thresholds.latency_p95_budget_ms,
         lock_timeout_s=lock_timeout_s,
     )
+
+
+def swapper_from_settings(model: str, *, lock_timeout_s: float = 0.0) -> tuple[ModelEntry, HotSwapper]:
+    """The models-file entry and a swapper for ``model``, from pitcrew settings (no Airflow needed)."""
+    from pitcrew.models_file import load_models_file
+    from pitcrew.settings import get_settings
+
+    settings = get_settings()
+    entry = load_models_file(settings.models_file).get(model)
+    return entry, make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=lock_timeout_s)

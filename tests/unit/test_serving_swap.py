@@ -158,15 +158,23 @@ class TestDeploy:
         HotSwapper(triton, repo).deploy(MODEL, 1, artifact(tmp_path, "v1"), config=config)
         waiting = HotSwapper(triton, repo, lock_timeout_s=30)
         arts = {v: artifact(tmp_path, f"v{v}") for v in (2, 3)}
-        threads = [threading.Thread(target=waiting.deploy, args=(MODEL, v, arts[v])) for v in (2, 3)]
+        results = []
+        threads = [
+            threading.Thread(target=lambda v=v: results.append(waiting.deploy(MODEL, v, arts[v]))) for v in (2, 3)
+        ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        # Each swap's three steps are adjacent: [old,new] then [new], never mixed with the other swap.
-        assert triton.loads[0] == [1]
-        first, second = triton.loads[1:3], triton.loads[3:5]
-        assert first[0][1] == first[1][0] and second[0] == [first[1][0], second[1][0]]
+        assert len(results) == 2
+        first, second = results if results[0].previous == 1 else results[::-1]
+        # Each swap's steps are adjacent: [old, new] then [new], never mixed with the other swap's.
+        assert triton.loads == [
+            [1],
+            [1, first.version], [first.version],
+            sorted([first.version, second.version]), [second.version],
+        ]  # fmt: skip
+        assert second.previous == first.version
 
 
 class TestRollback:
