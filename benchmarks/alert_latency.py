@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import tempfile
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "meets_targets": percentile(create_ms, 95) <= 250 and percentile(starts, 95) <= 15,
         "airflow_parallelism": settings.airflow_parallelism,
         "python": platform.python_version(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
     }
     print(json.dumps(result))
     return 0

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pitcrew.alerts.errors import RoutesFileError
-from pitcrew.alerts.payloads import Alert
+from pitcrew.alerts.payloads import WATCH_RECEIVER, Alert
 
 _DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
@@ -114,6 +114,8 @@ def route_alert(routes: RoutesFile, alert: Alert, known_models: Collection[str])
         model = alert.labels.get(route.model_label)
         if model is None or model not in known_models:
             continue
-        conf = {**route.conf, "model": model, "trigger": "alert", "alert": alert.as_conf()}
+        # The maintenance DAG tells pushed alerts ("alert") from the poller's findings ("watch").
+        trigger = "watch" if alert.source == WATCH_RECEIVER else "alert"
+        conf = {**route.conf, "model": model, "trigger": trigger, "alert": alert.as_conf()}
         return RoutedAlert(alert=alert, model=model, dag_id=route.dag_id.format(model=model), conf=conf)
     return None

@@ -112,6 +112,7 @@ def test_watch_dag_starts_one_maintenance_run_from_polling(stack: WatchStack) ->
         assert state == "success"
     runs = stack.api.dag_runs(MAINTENANCE)
     assert len(runs) == 1, runs
+    assert runs[0]["conf"]["trigger"] == "watch"
     alert = runs[0]["conf"]["alert"]
     assert alert["source"] == "pitcrew_watch"
     assert alert["name"] == "ModelDriftScoreHigh"

@@ -85,7 +85,7 @@ class TestForward:
         (outcome,) = forward(entries, "http://x", TOKEN, SECRET)
         assert outcome["decision"] == "triggered"
         ((_, _, conf),) = trigger.calls
-        assert conf["alert"]["source"] == "pitcrew_watch"
+        assert conf["alert"]["source"] == "pitcrew_watch" and conf["trigger"] == "watch"
         assert conf["alert"]["name"] == "PitcrewDriftScoreHigh"
 
     def test_batches_of_fifty(self, webhook) -> None:
