@@ -48,6 +48,11 @@ class AirflowApi:
             time.sleep(1.0)
         raise AirflowApiError(f"DAG {dag_id} was not parsed within {timeout_s:.0f}s")
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        response = self._client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": paused}, headers=self._headers())
+        if response.status_code != 200:
+            raise AirflowApiError(f"PATCH dag {dag_id}: HTTP {response.status_code}: {response.text[:200]}")
+
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         response = self.get(f"/dags/{dag_id}/dagRuns", limit=1000)
         if response.status_code != 200:
