@@ -114,13 +114,44 @@ class BackgroundTraffic:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        from pitcrew.serving.client import TritonControl
+
+        client = TritonControl(self.triton_url, retries=1)
         deadline = time.monotonic() + self.max_seconds
         position = 0
         while not self._stop.is_set() and time.monotonic() < deadline:
             chunk = self.frame.iloc[position : position + 8]
             position = (position + 8) % max(len(self.frame) - 8, 1)
-            partial = send(self.client, self.model, chunk)
+            partial = send(client, self.model, chunk)
             self.result.sent += partial.sent
             self.result.failed += partial.failed
             self.result.versions |= partial.versions
             self._stop.wait(self.interval_s)
+        client.close()
+
+
+def demo_settings(settings):
+    """The settings with a copy of ``deploy/`` whose alert rules wait seconds, not minutes.
+
+    Production rules use ``for: 10m``-style durations; the demo must finish in minutes, so its
+    Prometheus and Alertmanager get the same rules with short ``for:`` and grouping waits.
+    """
+    import shutil
+
+    import yaml
+
+    target = settings.home_dir / "demo" / "deploy"
+    shutil.copytree(settings.deploy_dir, target, dirs_exist_ok=True)
+    for rules_path in (target / "prometheus" / "rules").glob("*.yml"):
+        rules = yaml.safe_load(rules_path.read_text())
+        for group in rules.get("groups", []):
+            group["interval"] = "5s"
+            for rule in group.get("rules", []):
+                if "alert" in rule:
+                    rule["for"] = "20s"
+        rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    am_path = target / "alertmanager" / "alertmanager.yml"
+    am = yaml.safe_load(am_path.read_text())
+    am["route"].update({"group_wait": "2s", "group_interval": "10s"})
+    am_path.write_text(yaml.safe_dump(am, sort_keys=False))
+    return settings.model_copy(update={"deploy_dir": target})

@@ -123,7 +123,9 @@ def test_approved_run_deploys_the_challenger(world: World) -> None:
     with pytest.raises(AirflowApiError, match="HTTP 403"):
         world.viewer.respond(dag_id, run_id, "approval", "Approve")
 
-    with BackgroundTraffic(world.triton, model, world.data[model]["eval_b"], interval_s=0.3):
+    with BackgroundTraffic(
+        world.settings.triton_http_url, model, world.data[model]["eval_b"], interval_s=0.3
+    ):
         world.approver.respond(dag_id, run_id, "approval", "Approve")
         assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success", _states(
             world, dag_id, run_id
@@ -176,7 +178,9 @@ def test_failed_canary_rolls_back_by_itself(world: World) -> None:
     run_id = world.run(model)
     world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
     # No approvers are configured for this model: an Admin may answer.
-    with BackgroundTraffic(world.triton, model, world.data[model]["eval_b"], interval_s=0.3):
+    with BackgroundTraffic(
+        world.settings.triton_http_url, model, world.data[model]["eval_b"], interval_s=0.3
+    ):
         world.admin.respond(dag_id, run_id, "approval", "Approve")
         assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "failed"
     states = _states(world, dag_id, run_id)
