@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_id = None
     with BackgroundTraffic(
-        triton, entry.name, data["eval_b"], interval_s=1.0, max_seconds=args.alert_timeout + args.run_timeout
+        settings.triton_http_url, entry.name, data["eval_b"], interval_s=1.0, max_seconds=args.alert_timeout + args.run_timeout
     ):
         deadline = time.monotonic() + args.alert_timeout
         while run_id is None and time.monotonic() < deadline:
