@@ -117,10 +117,11 @@ def split_for_training(
     """Training and evaluation rows for a fine-tune on the new traffic.
 
     The evaluation set is a seeded hold-out of the new labelled traffic (the drifted slice the challenger
-    must handle). Training mixes the rest with a sample of the champion's training data (``replay_ratio``
+    must handle), disjoint in text from the training rows. Training mixes the rest with a sample of the champion's training data (``replay_ratio``
     of the new rows) so the model does not forget the old domain.
     """
-    labelled = pd.read_parquet(ws.labelled)[["text", "label"]]
+    # One row per distinct text (the latest label wins), so no text is both trained on and evaluated on.
+    labelled = pd.read_parquet(ws.labelled)[["text", "label"]].drop_duplicates("text", keep="last")
     if labelled["label"].nunique() < 2 or len(labelled) < 8:
         raise PipelineDataError(
             f"{entry.name}: {len(labelled)} clean labelled row(s) with {labelled['label'].nunique()} class(es) "
@@ -132,6 +133,7 @@ def split_for_training(
     reference = _read_table(entry.train_data)[["text", "label"]]
     n_replay = min(len(reference), int(len(new_train) * replay_ratio))
     replay = reference.sample(n=n_replay, random_state=seed) if n_replay else reference.iloc[:0]
+    replay = replay[~replay["text"].isin(evaluation["text"])]
     train = pd.concat([new_train, replay], ignore_index=True).sample(frac=1.0, random_state=seed)
     train.to_parquet(ws.train, index=False)
     evaluation.to_parquet(ws.eval, index=False)

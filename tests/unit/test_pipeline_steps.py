@@ -1,0 +1,143 @@
+"""Pipeline steps on real files with the real monitoring code (no servers): window, quality, drift, split."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from monitoring.inference_log import InferenceLogWriter, InferenceRecord, write_feedback
+from pitcrew.models_file import ModelEntry, Thresholds
+from pitcrew.pipeline import data_steps, release_steps
+from pitcrew.pipeline.workspace import Workspace
+from training.demo_data import generate
+
+LABELS = ["billing", "technical", "account", "shipping"]
+
+
+def _entry(tmp_path: Path, **thresholds: object) -> ModelEntry:
+    train = tmp_path / "train.parquet"
+    generate(400, domain="A", seed=1).to_parquet(train, index=False)
+    return ModelEntry(
+        name="textclf", train_data=str(train), inference_log=str(tmp_path / "log"), feedback=str(tmp_path / "fb"),
+        labels=LABELS, thresholds=Thresholds(min_window_rows=50, **thresholds),
+    )  # fmt: skip
+
+
+def _serve(entry: ModelEntry, frame: pd.DataFrame, *, label_fraction: float = 1.0) -> None:
+    """Write what Triton's model would log, plus feedback for a share of the requests."""
+    writer = InferenceLogWriter(entry.inference_log, flush_interval_s=60)
+    now = time.time()
+    records, feedback = [], {}
+    for i, row in enumerate(frame.itertuples()):
+        rid = uuid.uuid4().hex
+        # The champion answers "billing" for everything: clearly not what the data says.
+        records.append(InferenceRecord(rid, now - 60 + i * 0.01, entry.name, "1", row.text, "billing", 0.4))
+        if i < len(frame) * label_fraction:
+            feedback[rid] = row.label
+    writer.append(records)
+    writer.close()
+    write_feedback(entry.feedback, feedback)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.for_run(tmp_path / "home", "textclf", "manual__2026-11-22T00:00:00+00:00")
+
+
+class TestDataSteps:
+    def test_window_quality_drift_split_on_shifted_traffic(self, tmp_path: Path, ws: Workspace) -> None:
+        entry = _entry(tmp_path)
+        traffic = generate(300, domain="B", seed=3)
+        traffic.loc[0, "text"] = ""  # one bad row: quarantined, not dropped
+        _serve(entry, traffic, label_fraction=0.8)
+
+        window = data_steps.load_window(entry, ws, hours=1)
+        assert window["rows"] == 300 and window["labelled"] == 240
+
+        quality = data_steps.data_quality(entry, ws)
+        assert quality["quarantined"] == 1 and quality["clean"] == 239
+        assert pd.read_parquet(ws.quarantine)["text"].tolist() == [""]
+
+        drift = data_steps.drift(entry, ws, metrics_dir=tmp_path / "metrics")
+        assert drift["decision"] == "drift", drift["reason"]
+        assert any(c["drifted"] for c in drift["columns"])
+        assert "pitcrew_drift_detected" in (tmp_path / "metrics" / "drift_textclf.prom").read_text()
+        assert Path(drift["report_html"]).read_text().startswith("<!")
+
+        split = data_steps.split_for_training(entry, ws)
+        distinct = pd.read_parquet(ws.labelled)["text"].nunique()
+        assert split["eval_rows"] + split["new_rows"] == distinct
+        assert 0 < split["replay_rows"] <= split["new_rows"] // 2
+        train, evaluation = pd.read_parquet(ws.train), pd.read_parquet(ws.eval)
+        assert len(train) == split["train_rows"]
+        assert set(evaluation["text"]).isdisjoint(set(train["text"]))
+
+    def test_same_domain_is_no_drift(self, tmp_path: Path, ws: Workspace) -> None:
+        entry = _entry(tmp_path)
+        _serve(entry, generate(300, domain="A", seed=5))
+        data_steps.load_window(entry, ws, hours=1)
+        data_steps.data_quality(entry, ws)
+        # The served labels are all "billing" (prediction drift), so compare text only here.
+        window = pd.read_parquet(ws.window)
+        window["label"] = generate(300, domain="A", seed=5)["label"]
+        window.to_parquet(ws.window, index=False)
+        assert data_steps.drift(entry, ws)["decision"] == "no_drift"
+
+    def test_empty_window_is_insufficient_not_no_drift(self, tmp_path: Path, ws: Workspace) -> None:
+        entry = _entry(tmp_path)
+        _serve(entry, generate(10, domain="B", seed=3))
+        data_steps.load_window(entry, ws, hours=1)
+        data_steps.data_quality(entry, ws)
+        assert data_steps.drift(entry, ws)["decision"] == "insufficient_data"
+
+    def test_too_little_feedback_to_train(self, tmp_path: Path, ws: Workspace) -> None:
+        entry = _entry(tmp_path)
+        _serve(entry, generate(100, domain="B", seed=3), label_fraction=0.03)
+        data_steps.load_window(entry, ws, hours=1)
+        data_steps.data_quality(entry, ws)
+        with pytest.raises(data_steps.PipelineDataError, match="not enough feedback"):
+            data_steps.split_for_training(entry, ws)
+
+
+class TestReleaseSteps:
+    def test_canary_queries_are_per_model_and_version(self, tmp_path: Path) -> None:
+        metrics = release_steps.canary_metrics(_entry(tmp_path, canary_min_confidence=0.7), 3)
+        assert [m.name for m in metrics] == ["failure_ratio", "p99_latency_seconds", "mean_confidence"]
+        assert all('model="textclf",version="3"' in m.query for m in metrics)
+        assert metrics[2].min_value == 0.7
+
+    def test_canary_with_no_traffic_is_inconclusive(self, tmp_path: Path) -> None:
+        entry = _entry(tmp_path, canary_count=2, canary_interval_s=0)
+        result = release_steps.canary(entry, version=2, query=lambda q: [], sleep=lambda s: None)
+        assert result["phase"] == "inconclusive"
+
+    def test_approval_body_shows_the_differences(self) -> None:
+        body = release_steps.approval_body(
+            model="textclf", version=2, champion=1,
+            evaluation={"decision": "promote", "reasons": ["accuracy gain +0.30"],
+                        "challenger": {"eval": {"accuracy": 0.9, "macro_f1": 0.88}, "golden": {"accuracy": 0.95}},
+                        "champion": {"eval": {"accuracy": 0.6, "macro_f1": 0.5}, "golden": {"accuracy": 0.9}}},
+            replay={"rows": 120, "agreement": 0.7, "confidence_shift": 0.2, "label_flips": {"billing->account": 30}},
+            drift={"decision": "drift", "reason": "2 of 4 columns", "columns": [{"column": "text.length", "drifted": True}]},
+            links={"MLflow": "http://mlflow/x"},
+        )  # fmt: skip
+        assert "| accuracy, new traffic hold-out | 0.600 | 0.900 |" in body
+        assert (
+            "billing->account: 30" in body and "text.length" in body and "[MLflow](http://mlflow/x)" in body
+        )
+        assert "Reject" in body
+
+    def test_lineage_tags(self) -> None:
+        tags = release_steps.lineage_tags(
+            dag_run_id="r1", trigger="alert", alert={"name": "ModelLowConfidence", "fingerprint": "abc"},
+            window={"start": "s", "end": "e"}, drift={"drift": True}, parent_version=1,
+            evaluation={"decision": "promote", "comparison": {"accuracy_gain": 0.1}},
+            compile_report={"versions": {"onnxruntime": "1.31.1"}, "tensorrt": {"status": "skipped: TensorRT not installed"}},
+        )  # fmt: skip
+        assert tags["alert_fingerprint"] == "abc" and tags["parent_version"] == "1"
+        assert tags["data_window"] == "s/e"
+        assert tags["compile_target"]["tensorrt"] == "skipped: TensorRT not installed"
