@@ -102,7 +102,9 @@ class _AutoTokenizer:
         self.all_special_ids = self.tokenizer.all_special_ids
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
         return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
 
 
@@ -112,45 +114,116 @@ def load_tokenizer(folder: Path, max_length: int):
     return _AutoTokenizer(folder, max_length)
 
 
-class _Metrics:
-    """pitcrew_* business metrics, labelled by model and version (and class for predictions)."""
+class _BucketCounters:
+    """A Prometheus classic histogram kept as counters: ``<name>_bucket{le}``, ``<name>_sum``, ``<name>_count``.
 
-    def __init__(self, model: str, version: str, labels: list[str]) -> None:
+    Each Metric call of the Python backend is a round trip to the server process, so observing every
+    text one by one costs more than classifying it. These counters take a whole batch of observations in
+    one increment per bucket; ``histogram_quantile()`` reads them like a native histogram.
+    """
+
+    def __init__(
+        self, metrics: _Metrics, name: str, description: str, labels: dict, buckets: list[float]
+    ) -> None:
+        self.bounds = np.array([*buckets, np.inf])
+        family = metrics.family(f"{name}_bucket", f"{description} (cumulative buckets)")
+        self.buckets = [
+            family.Metric(labels={**labels, "le": f"{b:g}" if np.isfinite(b) else "+Inf"})
+            for b in self.bounds
+        ]
+        self.sum = metrics.family(f"{name}_sum", f"{description} (sum)").Metric(labels=labels)
+        self.count = metrics.family(f"{name}_count", f"{description} (count)").Metric(labels=labels)
+
+    def add(self, values: np.ndarray) -> None:
+        cumulative = (values[:, None] <= self.bounds[None, :]).sum(axis=0)
+        for metric, n in zip(self.buckets, cumulative, strict=True):
+            if n:
+                metric.increment(float(n))
+        self.sum.increment(float(values.sum()))
+        self.count.increment(float(len(values)))
+
+
+class _Metrics:
+    """pitcrew_* business metrics, labelled by model and version (and class for predictions).
+
+    ``execute`` only queues a batch's numbers; a background thread sends them to Triton every
+    ``flush_s`` seconds in a few aggregated increments, so metrics never sit on a request's path.
+    """
+
+    def __init__(self, model: str, version: str, labels: list[str], flush_s: float = 1.0) -> None:
         # A family must outlive its metrics, so every family is kept on this object.
         self.families: list = []
         base = {"model": model, "version": version}
-        self.tokens = self._histogram(
-            "pitcrew_input_tokens", "Tokens per classified text after truncation.", base, TOKEN_BUCKETS
+        self.tokens = _BucketCounters(
+            self, "pitcrew_input_tokens", "Tokens per classified text after truncation.", base, TOKEN_BUCKETS
         )
-        self.unknown_ratio = self._histogram(
-            "pitcrew_unknown_token_ratio", "Share of unknown tokens per classified text.", base, RATIO_BUCKETS
+        self.unknown_ratio = _BucketCounters(
+            self,
+            "pitcrew_unknown_token_ratio",
+            "Share of unknown tokens per classified text.",
+            base,
+            RATIO_BUCKETS,
         )
-        self.confidence = self._histogram(
-            "pitcrew_top_class_confidence", "Probability of the predicted class.", base, CONFIDENCE_BUCKETS
+        self.confidence = _BucketCounters(
+            self,
+            "pitcrew_top_class_confidence",
+            "Probability of the predicted class.",
+            base,
+            CONFIDENCE_BUCKETS,
         )
-        predictions = self._family(
-            "pitcrew_predictions_total", "Predictions served, by predicted class.", pb_utils.MetricFamily.COUNTER
-        )
-        self.predictions = {c: predictions.Metric(labels={**base, "class": c}) for c in labels}
-        self.log_failures = self._family(
+        predictions = self.family("pitcrew_predictions_total", "Predictions served, by predicted class.")
+        self.predictions = [predictions.Metric(labels={**base, "class": c}) for c in labels]
+        self.log_failures = self.family(
             "pitcrew_inference_log_failures_total",
             "Inference log rows that could not be written (the requests were still served).",
-            pb_utils.MetricFamily.COUNTER,
         ).Metric(labels=base)
-        self.rejected = self._family(
-            "pitcrew_rejected_texts_total",
-            "Requests answered with an error (empty text, invalid UTF-8).",
-            pb_utils.MetricFamily.COUNTER,
+        self.rejected = self.family(
+            "pitcrew_rejected_texts_total", "Requests answered with an error (empty text, invalid UTF-8)."
         ).Metric(labels=base)
+        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.flush_s = flush_s
+        self._thread = threading.Thread(target=self._run, name="pitcrew-metrics", daemon=True)
+        self._thread.start()
 
-    def _family(self, name: str, description: str, kind):
-        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+    def family(self, name: str, description: str):
+        family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
         self.families.append(family)
         return family
 
-    def _histogram(self, name: str, description: str, labels: dict, buckets: list[float]):
-        family = self._family(name, description, pb_utils.MetricFamily.HISTOGRAM)
-        return family.Metric(labels=labels, buckets=buckets)
+    def record(
+        self, top: np.ndarray, confidence: np.ndarray, tokens: np.ndarray, unknown_ratio: np.ndarray
+    ) -> None:
+        with self._lock:
+            self._pending.append((top, confidence, tokens, unknown_ratio))
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        top, confidence, tokens, ratio = (np.concatenate(parts) for parts in zip(*pending, strict=True))
+        for metric, n in zip(
+            self.predictions, np.bincount(top, minlength=len(self.predictions)), strict=True
+        ):
+            if n:
+                metric.increment(float(n))
+        self.confidence.add(confidence.astype(float))
+        self.tokens.add(tokens.astype(float))
+        self.unknown_ratio.add(ratio.astype(float))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception as exc:  # metrics are best effort: keep serving, say why once per flush
+                pb_utils.Logger.log_warn(f"pitcrew metrics: {exc}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.flush_s + 5)
+        self.flush()
 
 
 class TritonPythonModel:
@@ -166,7 +239,9 @@ class TritonPythonModel:
         if "error" in loaded:
             raise loaded["error"]
         params = loaded["params"]
-        self.metrics = _Metrics(self.model_name, self.version, self.labels)
+        self.metrics = _Metrics(
+            self.model_name, self.version, self.labels, float(params.get("metrics_flush_s", "1.0"))
+        )
         self.log = None
         log_uri = params.get("inference_log_uri", "")
         if log_uri:
@@ -243,7 +318,9 @@ class TritonPythonModel:
             probs, token_counts, unk_ratios = self._predict(texts)
         except Exception as exc:  # the model itself failed: every pending request gets the error
             for i, _, _ in owners:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"inference failed: {exc}"))
+                responses[i] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"inference failed: {exc}")
+                )
             return responses
         top = probs.argmax(axis=1)
         confidence = probs[np.arange(len(top)), top]
@@ -256,7 +333,9 @@ class TritonPythonModel:
             rows = slice(first, first + count)
             responses[i] = pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor("label", np.array([[x.encode()] for x in predicted[rows]], dtype=np.object_)),
+                    pb_utils.Tensor(
+                        "label", np.array([[x.encode()] for x in predicted[rows]], dtype=np.object_)
+                    ),
                     pb_utils.Tensor("probabilities", probs[rows].astype(np.float32)),
                     pb_utils.Tensor("version", np.array([[self.version.encode()]] * count, dtype=np.object_)),
                     pb_utils.Tensor("request_id", np.array([[x.encode()] for x in ids], dtype=np.object_)),
@@ -264,10 +343,7 @@ class TritonPythonModel:
             )
             if self.log is not None:
                 records.extend(self._records(ids, texts[rows], predicted[rows], confidence[rows], now))
-        try:
-            self._observe(predicted, confidence, token_counts, unk_ratios)
-        except Exception as exc:  # metrics are best effort: a metrics problem never fails a request
-            pb_utils.Logger.log_warn(f"pitcrew metrics: {exc}")
+        self.metrics.record(top, confidence, token_counts, unk_ratios)
         if records:
             self.log.append(records)
         return responses
@@ -285,7 +361,9 @@ class TritonPythonModel:
         mask = encoded["attention_mask"].astype(bool)
         content = mask & ~np.isin(ids, self.special_ids)
         token_counts = content.sum(axis=1)
-        unknown = (content & (ids == self.unk_id)).sum(axis=1) if self.unk_id is not None else np.zeros(len(texts))
+        unknown = (
+            (content & (ids == self.unk_id)).sum(axis=1) if self.unk_id is not None else np.zeros(len(texts))
+        )
         ratios = np.divide(unknown, token_counts, out=np.zeros(len(texts)), where=token_counts > 0)
         return probs, token_counts, ratios
 
@@ -308,13 +386,7 @@ class TritonPythonModel:
             for rid, text, label, conf in zip(ids, texts, labels, confidences, strict=True)
         ]
 
-    def _observe(self, predicted, confidence, token_counts, unk_ratios) -> None:
-        for label, conf, tokens, ratio in zip(predicted, confidence, token_counts, unk_ratios, strict=True):
-            self.metrics.predictions[label].increment(1)
-            self.metrics.confidence.observe(float(conf))
-            self.metrics.tokens.observe(float(tokens))
-            self.metrics.unknown_ratio.observe(float(ratio))
-
     def finalize(self) -> None:
+        self.metrics.close()
         if self.log is not None:
             self.log.close()

@@ -90,10 +90,12 @@ def test_megabyte_text_is_truncated_not_fatal(client):
 
 def test_custom_metrics_on_triton_and_in_prometheus(stack, client):
     client.classify(MODEL, ["where is my parcel"] * 3)
+    time.sleep(1.5)  # the backend sends metrics once a second, off the request path
     text = httpx.get(stack["settings"].triton_metrics_url).text
     assert "nv_inference_request_success" in text
-    for name in ("pitcrew_input_tokens_bucket", "pitcrew_unknown_token_ratio_count", "pitcrew_top_class_confidence_sum"):
-        assert f'{name}{{model="{MODEL}",version="1"' in text
+    for name in ("pitcrew_input_tokens", "pitcrew_unknown_token_ratio", "pitcrew_top_class_confidence"):
+        assert f'{name}_bucket{{le="+Inf",model="{MODEL}",version="1"}}' in text
+        assert f'{name}_count{{model="{MODEL}",version="1"}}' in text
     for label in LABELS:  # every class series exists from the start, zero or not
         assert f'pitcrew_predictions_total{{class="{label}",model="{MODEL}",version="1"}}' in text
     assert f'pitcrew_inference_log_failures_total{{model="{MODEL}",version="1"}} 0' in text

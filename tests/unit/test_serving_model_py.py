@@ -126,19 +126,28 @@ def test_answers_equal_golden_and_each_bad_request_gets_its_own_error(backend, m
     assert [x[0].decode() for x in responses[0].outputs["request_id"]] == ["batch:0", "batch:1", "batch:2"]
     assert responses[3].outputs["version"][0][0] == b"1"
     assert model.log.pending() == 4
-    predictions = sum(m.value for m in _Family.created["pitcrew_predictions_total"])
-    assert predictions == 4 and sum(m.value for m in _Family.created["pitcrew_rejected_texts_total"]) == 2
+    model.metrics.flush()
+    predictions = {m.labels["class"]: m.value for m in _Family.created["pitcrew_predictions_total"]}
+    assert predictions == {c: float(golden["labels"][:4].count(c)) for c in LABELS}
+    assert sum(m.value for m in _Family.created["pitcrew_rejected_texts_total"]) == 2
+    assert _Family.created["pitcrew_top_class_confidence_count"][0].value == 4
+    buckets = {m.labels["le"]: m.value for m in _Family.created["pitcrew_top_class_confidence_bucket"]}
+    assert buckets["+Inf"] == 4 and buckets["0.3"] == int((probs.max(axis=1) <= 0.3).sum())
 
 
 def test_megabyte_text_is_truncated_to_max_length(model):
     import time
 
+    model.metrics.flush()  # what earlier tests left
+    tokens_sum = _Family.created["pitcrew_input_tokens_sum"][0]
+    before = tokens_sum.value
     started = time.perf_counter()
     response = model.execute([_Request(["word " * 200_000])])[0]
     assert time.perf_counter() - started < 2.0
     assert response.error is None and response.outputs["label"][0][0].decode() in LABELS
+    model.metrics.flush()
     # max_length includes [CLS] and [SEP]; the metric counts content tokens
-    assert model.metrics.tokens.observed[-1] == model.max_length - 2
+    assert tokens_sum.value - before == model.max_length - 2
 
 
 def test_corrupt_model_fails_initialize(backend, tmp_path):
