@@ -185,6 +185,9 @@ class _Metrics:
         self._stop = threading.Event()
         self.flush_s = flush_s
         self._thread = threading.Thread(target=self._run, name="pitcrew-metrics", daemon=True)
+
+    def start(self) -> None:
+        """Start sending; called from a normal-priority thread (threads inherit their creator's niceness)."""
         self._thread.start()
 
     def family(self, name: str, description: str):
@@ -222,7 +225,8 @@ class _Metrics:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.flush_s + 5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.flush_s + 5)
         self.flush()
 
 
@@ -239,9 +243,7 @@ class TritonPythonModel:
         if "error" in loaded:
             raise loaded["error"]
         params = loaded["params"]
-        self.metrics = _Metrics(
-            self.model_name, self.version, self.labels, float(params.get("metrics_flush_s", "1.0"))
-        )
+        self.metrics.start()
         self.log = None
         log_uri = params.get("inference_log_uri", "")
         if log_uri:
@@ -289,6 +291,10 @@ class TritonPythonModel:
                 str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
             self._predict(["warm-up"])  # first-run allocations happen here, not in a served request
+        # Creating ~50 metric series is as many round trips to the server: also done at low priority.
+        self.metrics = _Metrics(
+            self.model_name, self.version, self.labels, float(params.get("metrics_flush_s", "1.0"))
+        )
         if params.get("inference_log_uri"):
             import monitoring.inference_log  # noqa: F401 - pandas/pyarrow imported at low priority too
         return params
