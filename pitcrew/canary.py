@@ -49,6 +49,10 @@ class CanaryMetric:
 
 @dataclass(frozen=True)
 class CanaryPolicy:
+    """``initial_delay_s`` waits before the first measurement (Argo's ``initialDelay``): right after a swap
+    the new version has no scraped series yet, which would only ever read as inconclusive."""
+
+    initial_delay_s: float = 0.0
     interval_s: float = 10.0
     count: int = 6
     failure_limit: int = 0
@@ -57,7 +61,7 @@ class CanaryPolicy:
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError("canary count must be at least 1")
-        if self.interval_s < 0 or self.failure_limit < 0 or self.inconclusive_limit < 0:
+        if min(self.initial_delay_s, self.interval_s, self.failure_limit, self.inconclusive_limit) < 0:
             raise ValueError("canary interval and limits must not be negative")
 
 
@@ -104,6 +108,8 @@ def run_canary(
     measurements: list[Measurement] = []
     failures: dict[str, int] = {m.name: 0 for m in metrics}
     inconclusive: dict[str, int] = {m.name: 0 for m in metrics}
+    if policy.initial_delay_s:
+        sleep(policy.initial_delay_s)
     for round_index in range(policy.count):
         if round_index:
             sleep(policy.interval_s)

@@ -41,6 +41,7 @@ class Thresholds(BaseModel):
     canary_min_confidence: float = Field(
         0.5, ge=0, le=1, description="Min mean top-class confidence in canary."
     )
+    canary_initial_delay_s: float = Field(30.0, ge=0, description="Wait before the first canary measurement.")
     canary_interval_s: float = Field(15.0, ge=0, description="Seconds between canary measurements.")
     canary_count: int = Field(4, ge=1, description="Canary measurements per metric.")
     canary_failure_limit: int = Field(0, ge=0, description="Failed measurements tolerated before rollback.")

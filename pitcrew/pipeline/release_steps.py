@@ -165,7 +165,10 @@ def canary(
 ) -> dict:
     t = entry.thresholds
     policy = policy or CanaryPolicy(
-        interval_s=t.canary_interval_s, count=t.canary_count, failure_limit=t.canary_failure_limit
+        initial_delay_s=t.canary_initial_delay_s,
+        interval_s=t.canary_interval_s,
+        count=t.canary_count,
+        failure_limit=t.canary_failure_limit,
     )
     kwargs = {"sleep": sleep} if sleep is not None else {}
     result: CanaryResult = run_canary(canary_metrics(entry, version), policy, query, **kwargs)

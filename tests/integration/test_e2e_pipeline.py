@@ -42,6 +42,7 @@ def _models_file(folder: Path, tiny: Path) -> Path:
         "window_hours": 1,
         "min_window_rows": 50,
         "approval_timeout_h": 1,
+        "canary_initial_delay_s": 6,
         "canary_interval_s": 2,
         "canary_count": 3,
     }
@@ -171,6 +172,26 @@ def test_rejected_run_changes_nothing(world: World) -> None:
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == champion
     assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == previous
     assert {p.version for p in world.triton.classify(model, ["where is my parcel"])} == serving
+
+
+def test_rollback_dag_restores_the_previous_champion(world: World) -> None:
+    dag_id, model = "pitcrew_rollback_textclf", "textclf"
+    assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 2
+    world.admin.wait_for_dag(dag_id)
+    run_id = world.admin.trigger(dag_id, {})
+    world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
+    detail = world.admin.tasks.get_hitl_detail(dag_id, run_id, "approval", -1)
+    assert "back to version 1" in detail.body and "Triton serves version **2**" in detail.body
+    with BackgroundTraffic(
+        world.settings.triton_http_url, model, world.data[model]["eval_b"], interval_s=0.2
+    ) as traffic:
+        world.approver.respond(dag_id, run_id, "approval", "Approve")
+        assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success"
+    assert traffic.result.failed == 0 and traffic.result.sent > 0  # the swap back lost no request
+    assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 1
+    assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == 2
+    assert registry.get_version(world.mlflow, model, 1).tags["restored_by"] == "approver"
+    assert {p.version for p in world.triton.classify(model, ["where is my parcel"])} == {"1"}
 
 
 def test_failed_canary_rolls_back_by_itself(world: World) -> None:

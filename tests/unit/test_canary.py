@@ -45,10 +45,11 @@ class TestRunCanary:
     def test_all_good_is_successful_after_count_rounds(self) -> None:
         query, calls = scripted({"errors": [[0.0]] * 3, "confidence": [[0.8]] * 3})
         sleeps: list[float] = []
-        result = run_canary([ERRORS, CONFIDENCE], CanaryPolicy(interval_s=5, count=3), query, sleeps.append)
+        policy = CanaryPolicy(initial_delay_s=20, interval_s=5, count=3)
+        result = run_canary([ERRORS, CONFIDENCE], policy, query, sleeps.append)
         assert result.phase is Phase.SUCCESSFUL
         assert len(result.measurements) == 6
-        assert sleeps == [5, 5]
+        assert sleeps == [20, 5, 5]
         assert calls == ["errors", "confidence"] * 3
 
     def test_failure_beyond_limit_stops_early(self) -> None:
