@@ -160,3 +160,20 @@ def test_corrupt_model_fails_initialize(backend, tmp_path):
         module.TritonPythonModel().initialize(
             {"model_config": "{}", "model_name": "m", "model_version": "1", "model_repository": str(tmp_path / "repo")}
         )
+
+
+def test_inference_log_failure_is_counted_and_the_request_served(backend, tmp_path):
+    module, root = backend
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder must go")
+    config = {"parameters": {"inference_log_uri": {"string_value": str(blocker / "log")},
+                             "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
+    instance = module.TritonPythonModel()
+    instance.initialize(
+        {"model_config": json.dumps(config), "model_name": "textclf", "model_version": "1",
+         "model_repository": str(root / "repo")}  # fmt: skip
+    )
+    response = instance.execute([_Request(["my invoice"])])[0]
+    assert response.error is None
+    instance.finalize()  # flushes: the write fails and is counted, nothing raises
+    assert instance.metrics.log_failures.value == 1
