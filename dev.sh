@@ -3,6 +3,7 @@
 # the Debian packages (Prometheus, Alertmanager, docker-compose), a Python 3.11 venv in .venv with the
 # pinned requirements, and `pip check`.
 #
+#   ./dev.sh demo     set up, then run the closed-loop demo on the local stack (pitcrew demo)
 #   ./dev.sh up       set up, then start the local stack (pitcrew stack up)
 #   ./dev.sh test     set up, then run the whole test suite (what CI runs)
 #   ./dev.sh down     stop the local stack
@@ -61,6 +62,7 @@ setup() { apt_packages; venv; }
 
 case "${1:-}" in
   setup) setup ;;
+  demo) setup; shift; exec .venv/bin/pitcrew demo "$@" ;;
   up) setup; exec .venv/bin/pitcrew stack up ;;
   down) exec .venv/bin/pitcrew stack down ;;
   test)
