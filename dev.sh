@@ -71,5 +71,5 @@ case "${1:-}" in
     .venv/bin/ruff check .
     exec .venv/bin/pytest "$@"
     ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 2 ;;
 esac
