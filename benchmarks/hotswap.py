@@ -41,13 +41,20 @@ from pitcrew.serving.swap import HotSwapper  # noqa: E402
 
 MODEL = "textclf"
 LABELS = ["billing", "technical", "account", "shipping"]
-TEXTS = ["my invoice was charged twice", "the app crashes on start", "change my account email", "where is my parcel"]
+TEXTS = [
+    "my invoice was charged twice",
+    "the app crashes on start",
+    "change my account email",
+    "where is my parcel",
+]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent client threads")
-    parser.add_argument("--swaps", type=int, default=6, help="swaps, alternating up (deploy) and down (rollback)")
+    parser.add_argument(
+        "--swaps", type=int, default=6, help="swaps, alternating up (deploy) and down (rollback)"
+    )
     parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of steady load before swapping")
     parser.add_argument("--gap-s", type=float, default=2.0, help="seconds of load between swaps")
     parser.add_argument("--min-requests", type=int, default=20_000, help="keep the load on until this many")
@@ -113,8 +120,10 @@ class Load:
 def print_timeline(load: Load, windows: list[tuple[float, float]], swaps: list[dict]) -> None:
     """Where in a swap latency rises: p99 and count per 250 ms, with the protocol's phase boundaries."""
     for (t0, t1), swap in zip(windows, swaps, strict=True):
-        print(f"swap to {swap['to']}: load {swap['load_s']:.2f}s verify {swap['verify_s']:.2f}s total {t1 - t0:.2f}s",
-              file=sys.stderr)
+        print(
+            f"swap to {swap['to']}: load {swap['load_s']:.2f}s verify {swap['verify_s']:.2f}s total {t1 - t0:.2f}s",
+            file=sys.stderr,
+        )
         t = t0 - 0.5
         while t < t1 + 0.5:
             ms = load.latencies_ms([(t, t + 0.25)])

@@ -85,7 +85,9 @@ def _date_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def write_partitioned(root: str | Path, table: pa.Table, dates: Sequence[str], prefix: str = "part") -> list[str]:
+def write_partitioned(
+    root: str | Path, table: pa.Table, dates: Sequence[str], prefix: str = "part"
+) -> list[str]:
     """Write ``table`` as one new Parquet file per date partition under ``root``; return the paths.
 
     Local files are written under a hidden temporary name and renamed, so readers (which skip names
@@ -216,7 +218,9 @@ def write_feedback(root: str | Path, labels: Mapping[str, str], *, timestamp: da
         {"request_id": list(labels), "label": list(labels.values()), "timestamp": [micros] * len(labels)},
         schema=FEEDBACK_SCHEMA,
     )
-    write_partitioned(root, table, [when.astimezone(UTC).strftime("%Y-%m-%d")] * len(labels), prefix="feedback")
+    write_partitioned(
+        root, table, [when.astimezone(UTC).strftime("%Y-%m-%d")] * len(labels), prefix="feedback"
+    )
     return len(labels)
 
 
@@ -256,7 +260,10 @@ def read_inference_log(
         raise ValueError("start and end must be timezone-aware datetimes (UTC)")
     if end <= start:
         raise ValueError(f"empty window: end {end.isoformat()} is not after start {start.isoformat()}")
-    days = [(start + timedelta(days=i)).astimezone(UTC).strftime("%Y-%m-%d") for i in range((end - start).days + 2)]
+    days = [
+        (start + timedelta(days=i)).astimezone(UTC).strftime("%Y-%m-%d")
+        for i in range((end - start).days + 2)
+    ]
     ts = pa.scalar(start, pa.timestamp("us", tz="UTC")), pa.scalar(end, pa.timestamp("us", tz="UTC"))
     filter_ = ds.field("date").isin(days) & (ds.field("timestamp") >= ts[0]) & (ds.field("timestamp") < ts[1])
     if model is not None:
@@ -266,5 +273,7 @@ def read_inference_log(
     if feedback_root is None:
         frame["feedback_label"] = pd.Series([pd.NA] * len(frame), dtype="object")
         return frame
-    feedback = read_feedback(feedback_root)[["request_id", "label"]].rename(columns={"label": "feedback_label"})
+    feedback = read_feedback(feedback_root)[["request_id", "label"]].rename(
+        columns={"label": "feedback_label"}
+    )
     return frame.merge(feedback, on="request_id", how="left")

@@ -64,14 +64,18 @@ class TritonHook(BaseHook):
     def swapper(self, model: str) -> HotSwapper:
         entry = load_models_file(get_settings().models_file).get(model)
         p = self.params
-        return make_swapper(entry, p["url"], p["repository"], lock_timeout_s=p["lock_timeout_s"], retries=p["retries"])
+        return make_swapper(
+            entry, p["url"], p["repository"], lock_timeout_s=p["lock_timeout_s"], retries=p["retries"]
+        )
 
     def deploy(self, model: str, version: int, artifact: str | Path | None = None) -> dict:
         """Hot-swap ``version`` in (publishing ``artifact`` first if given); a JSON-safe result."""
         entry = load_models_file(get_settings().models_file).get(model)
         if artifact is not None:
             check_artifact_labels(entry, Path(artifact))
-        result = self.swapper(model).deploy(model, int(version), Path(artifact) if artifact else None, base_config(entry))
+        result = self.swapper(model).deploy(
+            model, int(version), Path(artifact) if artifact else None, base_config(entry)
+        )
         return result.as_dict()
 
     def rollback(self, model: str, version: int | None = None) -> dict:

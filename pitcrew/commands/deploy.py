@@ -16,11 +16,15 @@ from pitcrew.serving.factory import base_config, check_artifact_labels, swapper_
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("deploy", help="publish, load, verify and commit a model version in Triton")
+    parser = subparsers.add_parser(
+        "deploy", help="publish, load, verify and commit a model version in Triton"
+    )
     parser.add_argument("--model", required=True, help="model name from the models file")
     parser.add_argument("--version", required=True, type=int, help="Triton version number to serve")
     parser.add_argument("--artifact", type=Path, help="artifact folder to publish as that version first")
-    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another swap of the model")
+    parser.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for another swap of the model"
+    )
     parser.set_defaults(func=run)
 
 

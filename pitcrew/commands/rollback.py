@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("rollback", help="swap a model back to its previous version in Triton")
     parser.add_argument("--model", required=True, help="model name from the models file")
     parser.add_argument("--version", type=int, help="version to go back to (default: the previous one)")
-    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another swap of the model")
+    parser.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for another swap of the model"
+    )
     parser.set_defaults(func=run)
 
 

@@ -43,11 +43,17 @@ def _json(path: Path) -> object:
 def read_golden(folder: Path) -> Golden:
     raw = _json(Path(folder) / "golden.json")
     try:
-        golden = Golden(list(raw["texts"]), list(raw["labels"]), [list(map(float, p)) for p in raw["probabilities"]])
+        golden = Golden(
+            list(raw["texts"]), list(raw["labels"]), [list(map(float, p)) for p in raw["probabilities"]]
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{folder}/golden.json: needs texts, labels and probabilities lists ({exc})") from exc
+        raise ArtifactError(
+            f"{folder}/golden.json: needs texts, labels and probabilities lists ({exc})"
+        ) from exc
     if not golden.texts or not len(golden.texts) == len(golden.labels) == len(golden.probabilities):
-        raise ArtifactError(f"{folder}/golden.json: texts, labels and probabilities must be non-empty and aligned")
+        raise ArtifactError(
+            f"{folder}/golden.json: texts, labels and probabilities must be non-empty and aligned"
+        )
     return golden
 
 

@@ -51,7 +51,9 @@ class TritonControl:
     :param load_timeout_s: how long one load call may block (Triton returns when the version is READY).
     """
 
-    def __init__(self, url: str, *, retries: int = 3, backoff_s: float = 0.5, load_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, url: str, *, retries: int = 3, backoff_s: float = 0.5, load_timeout_s: float = 600.0
+    ) -> None:
         if retries < 1:
             raise ValueError("retries must be >= 1")
         self.url = url
@@ -74,7 +76,9 @@ class TritonControl:
                         f"Triton at {self.url} unreachable for {what} after {self.retries} attempts: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-                log.warning("Triton %s: %s failed (%s); retry %d/%d", self.url, what, exc, attempt, self.retries)
+                log.warning(
+                    "Triton %s: %s failed (%s); retry %d/%d", self.url, what, exc, attempt, self.retries
+                )
                 time.sleep(self.backoff_s * attempt)
         raise AssertionError("unreachable")
 
@@ -100,7 +104,9 @@ class TritonControl:
         return sorted(
             int(entry["version"])
             for entry in index
-            if entry.get("name") == model and entry.get("state") == "READY" and str(entry.get("version", "")).isdigit()
+            if entry.get("name") == model
+            and entry.get("state") == "READY"
+            and str(entry.get("version", "")).isdigit()
         )
 
     def is_ready(self, model: str, version: int | None = None) -> bool:
@@ -113,7 +119,10 @@ class TritonControl:
             if str(entry.get("version")) == str(version):
                 s = entry["inference_stats"]
                 return VersionStats(
-                    int(s["success"]["count"]), int(s["success"]["ns"]), int(s["queue"]["ns"]), int(s["compute_infer"]["ns"])
+                    int(s["success"]["count"]),
+                    int(s["success"]["ns"]),
+                    int(s["queue"]["ns"]),
+                    int(s["compute_infer"]["ns"]),
                 )
         raise ServingError(f"Triton has no statistics for {model} version {version}")
 

@@ -55,4 +55,6 @@ def swapper_from_settings(model: str, *, lock_timeout_s: float = 0.0) -> tuple[M
 
     settings = get_settings()
     entry = load_models_file(settings.models_file).get(model)
-    return entry, make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=lock_timeout_s)
+    return entry, make_swapper(
+        entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=lock_timeout_s
+    )

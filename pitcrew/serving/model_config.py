@@ -80,7 +80,9 @@ def core_model_config(
 ) -> mc.ModelConfig:
     """The tensor-in, logits-out model run by Triton's ORT or TensorRT backend (not for python-onnxruntime)."""
     if options.runtime not in _CORE_BACKEND:
-        raise ValueError(f"runtime {options.runtime!r} has no core model; the Python backend runs ONNX itself")
+        raise ValueError(
+            f"runtime {options.runtime!r} has no core model; the Python backend runs ONNX itself"
+        )
     backend, filename = _CORE_BACKEND[options.runtime]
     config = mc.ModelConfig(
         name=core_model_name(name),

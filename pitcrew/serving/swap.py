@@ -144,13 +144,20 @@ class HotSwapper:
             self.client.load(model, to_load_json(set_version_policy(base, both)))
         except ModelLoadError as exc:
             self._restore(model, base, old)
-            raise ModelLoadError(f"{model}: version {new} failed to load; {self._kept(old)}. Triton said: {exc}") from exc
+            raise ModelLoadError(
+                f"{model}: version {new} failed to load; {self._kept(old)}. Triton said: {exc}"
+            ) from exc
         load_seconds = time.monotonic() - started
         report = None
         if golden is not None:
             try:
                 report = verify_version(
-                    self.client, model, new, golden, latency_budget_ms=self.latency_budget_ms, rounds=self.verify_rounds
+                    self.client,
+                    model,
+                    new,
+                    golden,
+                    latency_budget_ms=self.latency_budget_ms,
+                    rounds=self.verify_rounds,
                 )
             except (VerificationError, ServingError) as exc:
                 self._restore(model, base, old)
@@ -160,7 +167,9 @@ class HotSwapper:
         log.info("%s %s: version %s serving (was %s) in %.2fs", action, model, new, old, result.total_seconds)
         return result
 
-    def _commit(self, model: str, base: mc.ModelConfig, new: int, old: int | None, state: ModelState, action: str) -> None:
+    def _commit(
+        self, model: str, base: mc.ModelConfig, new: int, old: int | None, state: ModelState, action: str
+    ) -> None:
         pinned = set_version_policy(base, [new])
         if old not in (None, new):
             self.client.load(model, to_load_json(pinned))
@@ -179,7 +188,11 @@ class HotSwapper:
 
     @staticmethod
     def _kept(old: int | None) -> str:
-        return "nothing was serving before, so the model is unloaded" if old is None else f"version {old} keeps serving"
+        return (
+            "nothing was serving before, so the model is unloaded"
+            if old is None
+            else f"version {old} keeps serving"
+        )
 
     def _rollback_target(self, model: str, current: int | None) -> int | None:
         state = load_state(self.repository, model)

@@ -53,7 +53,9 @@ def verify_version(
     if served != {str(version)}:
         raise VerificationError(f"{model}: asked version {version} but versions {sorted(served)} answered")
     mismatched = sum(a.label != want for a, want in zip(answers, golden.labels, strict=True))
-    diff = float(np.max(np.abs(np.array([a.probabilities for a in answers]) - np.array(golden.probabilities))))
+    diff = float(
+        np.max(np.abs(np.array([a.probabilities for a in answers]) - np.array(golden.probabilities)))
+    )
     samples: list[float] = []
     for _ in range(rounds):
         for text in golden.texts:

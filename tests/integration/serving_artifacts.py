@@ -64,7 +64,9 @@ def golden_answers(artifact: Path, texts: list[str]) -> dict:
     labels = json.loads((artifact / "labels.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(artifact)
     session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
-    encoded = tokenizer(texts, padding=True, truncation=True, max_length=serving["max_length"], return_tensors="np")
+    encoded = tokenizer(
+        texts, padding=True, truncation=True, max_length=serving["max_length"], return_tensors="np"
+    )
     feeds = {n: encoded[n].astype(np.int64) for n in serving["input_names"]}
     logits = session.run(["logits"], feeds)[0]
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -52,8 +52,17 @@ def stack(tmp_path_factory):
             mp.setenv(key, value)
         get_settings.cache_clear()
         with running_stack(settings, only=("triton", "prometheus")):
-            assert pitcrew_main(["deploy", "--model", MODEL, "--version", "1", "--artifact", str(artifacts[1])]) == 0
-            yield {"settings": settings, "artifacts": artifacts, "broken": broken, "root": root, "entry": entry}
+            assert (
+                pitcrew_main(["deploy", "--model", MODEL, "--version", "1", "--artifact", str(artifacts[1])])
+                == 0
+            )
+            yield {
+                "settings": settings,
+                "artifacts": artifacts,
+                "broken": broken,
+                "root": root,
+                "entry": entry,
+            }
     get_settings.cache_clear()
 
 
@@ -74,7 +83,11 @@ def test_text_in_label_out(client):
 
 @pytest.mark.parametrize(
     ("texts", "message"),
-    [([""], "text is empty"), ([b"\xff\xfeabc"], "not valid UTF-8"), (["ok"] * 65, "batch-size must be <= 64")],
+    [
+        ([""], "text is empty"),
+        ([b"\xff\xfeabc"], "not valid UTF-8"),
+        (["ok"] * 65, "batch-size must be <= 64"),
+    ],
 )
 def test_bad_input_gets_a_clear_error_and_the_model_keeps_serving(client, texts, message):
     with pytest.raises(InferenceServerException, match=message):
@@ -169,12 +182,20 @@ def test_deploy_reject_broken_and_rollback_without_failed_requests(stack, client
     repo = stack["settings"].repository_dir
     with Traffic(stack["settings"].triton_http_url) as traffic:
         # deploy -> verify -> commit
-        assert pitcrew_main(["deploy", "--model", MODEL, "--version", "2", "--artifact", str(stack["artifacts"][2])]) == 0
+        assert (
+            pitcrew_main(
+                ["deploy", "--model", MODEL, "--version", "2", "--artifact", str(stack["artifacts"][2])]
+            )
+            == 0
+        )
         assert '"version": 2' in capsys.readouterr().out
         assert client.classify(MODEL, ["hello"])[0].version == "2"
         assert client.ready_versions(MODEL) == [2]
         # a corrupt version is rejected; version 2 keeps serving; its files stay for inspection
-        assert pitcrew_main(["deploy", "--model", MODEL, "--version", "3", "--artifact", str(stack["broken"])]) == 2
+        assert (
+            pitcrew_main(["deploy", "--model", MODEL, "--version", "3", "--artifact", str(stack["broken"])])
+            == 2
+        )
         err = capsys.readouterr().err
         assert "version 3 failed to load; version 2 keeps serving" in err
         assert client.classify(MODEL, ["hello"])[0].version == "2"

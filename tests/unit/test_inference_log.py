@@ -52,7 +52,9 @@ class TestWriter:
         blocker = tmp_path / "file"
         blocker.write_text("a file where a folder must go")
         failures = []
-        writer = InferenceLogWriter(blocker / "log", flush_interval_s=3600, on_failure=lambda e, n: failures.append(n))
+        writer = InferenceLogWriter(
+            blocker / "log", flush_interval_s=3600, on_failure=lambda e, n: failures.append(n)
+        )
         started = time.perf_counter()
         writer.append([record(0, DAY), record(1, DAY)])
         assert time.perf_counter() - started < 0.05
@@ -63,7 +65,10 @@ class TestWriter:
     def test_buffer_is_bounded(self, tmp_path):
         failures = []
         writer = InferenceLogWriter(
-            tmp_path / "log", flush_interval_s=3600, max_buffer_rows=3, on_failure=lambda e, n: failures.append(n)
+            tmp_path / "log",
+            flush_interval_s=3600,
+            max_buffer_rows=3,
+            on_failure=lambda e, n: failures.append(n),
         )
         writer.append([record(i, DAY) for i in range(5)])
         assert writer.pending() == 3 and failures == [2]
@@ -90,13 +95,17 @@ class TestReader:
     @pytest.fixture()
     def log_root(self, tmp_path):
         writer = InferenceLogWriter(tmp_path / "log", flush_interval_s=3600)
-        writer.append([record(i, DAY + timedelta(minutes=i), "technical" if i % 2 else "billing") for i in range(6)])
+        writer.append(
+            [record(i, DAY + timedelta(minutes=i), "technical" if i % 2 else "billing") for i in range(6)]
+        )
         writer.append([InferenceRecord("other", DAY.timestamp(), "othermodel", "1", "t", "x", 0.9)])
         writer.close()
         return tmp_path / "log"
 
     def test_window_is_half_open_and_sorted(self, log_root):
-        frame = read_inference_log(log_root, DAY + timedelta(minutes=1), DAY + timedelta(minutes=4), model="textclf")
+        frame = read_inference_log(
+            log_root, DAY + timedelta(minutes=1), DAY + timedelta(minutes=4), model="textclf"
+        )
         assert frame["request_id"].tolist() == ["r1", "r2", "r3"]
         assert frame["label"].tolist() == ["technical", "billing", "technical"]
         assert frame["feedback_label"].isna().all()
@@ -115,10 +124,14 @@ class TestReader:
         }
         frame = read_inference_log(log_root, DAY, DAY + timedelta(hours=1), feedback_root=fb, model="textclf")
         joined = dict(zip(frame["request_id"], frame["feedback_label"], strict=True))
-        assert joined["r1"] == "shipping" and joined["r2"] == "billing" and joined["r3"] != joined["r3"]  # NaN
+        assert (
+            joined["r1"] == "shipping" and joined["r2"] == "billing" and joined["r3"] != joined["r3"]
+        )  # NaN
 
     def test_missing_root_is_empty(self, tmp_path):
-        frame = read_inference_log(tmp_path / "none", DAY, DAY + timedelta(hours=1), feedback_root=tmp_path / "nofb")
+        frame = read_inference_log(
+            tmp_path / "none", DAY, DAY + timedelta(hours=1), feedback_root=tmp_path / "nofb"
+        )
         assert frame.empty and {"request_id", "text", "label", "feedback_label"} <= set(frame.columns)
 
     def test_fsspec_uri(self):

@@ -17,7 +17,11 @@ def write_artifact(folder: Path, labels=("a", "b"), runtime="python-onnxruntime"
     (folder / "serving.json").write_text(
         json.dumps({"max_length": 32, "input_names": ["input_ids", "attention_mask"], "runtime": runtime})
     )
-    golden = {"texts": ["x", "y"], "labels": [labels[0], labels[1]], "probabilities": [[0.9, 0.1], [0.2, 0.8]]}
+    golden = {
+        "texts": ["x", "y"],
+        "labels": [labels[0], labels[1]],
+        "probabilities": [[0.9, 0.1], [0.2, 0.8]],
+    }
     (folder / "golden.json").write_text(json.dumps(golden))
     return folder
 
@@ -62,6 +66,8 @@ class TestReadArtifact:
 
     def test_golden_misaligned(self, tmp_path):
         folder = write_artifact(tmp_path / "a")
-        (folder / "golden.json").write_text(json.dumps({"texts": ["x", "y"], "labels": ["a"], "probabilities": [[1, 0]]}))
+        (folder / "golden.json").write_text(
+            json.dumps({"texts": ["x", "y"], "labels": ["a"], "probabilities": [[1, 0]]})
+        )
         with pytest.raises(ArtifactError, match="aligned"):
             read_golden(folder)

@@ -14,7 +14,9 @@ class TestTritonControl:
         port = free_ports(1)[0]
         client = TritonControl(f"127.0.0.1:{port}", retries=3, backoff_s=0.05)
         started = time.monotonic()
-        with pytest.raises(TritonUnavailableError, match=rf"127.0.0.1:{port} unreachable for load m after 3 attempts"):
+        with pytest.raises(
+            TritonUnavailableError, match=rf"127.0.0.1:{port} unreachable for load m after 3 attempts"
+        ):
             client.load("m")
         assert time.monotonic() - started < 5
 

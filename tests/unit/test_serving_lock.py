@@ -19,7 +19,9 @@ def _hold(repo, model, seconds, ready):
 class TestModelLock:
     def test_second_holder_fails_clearly_naming_the_holder(self, tmp_path):
         with model_lock(tmp_path, "textclf"):
-            with pytest.raises(SwapInProgressError, match=r"textclf: another swap is in progress.*holder pid \d+"):
+            with pytest.raises(
+                SwapInProgressError, match=r"textclf: another swap is in progress.*holder pid \d+"
+            ):
                 with model_lock(tmp_path, "textclf"):
                     pass
 

@@ -29,7 +29,9 @@ class TestTextModelConfig:
         assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
 
     def test_parameters_carry_runtime_and_inference_log(self):
-        options = ServingOptions(inference_log_uri="s3://bucket/log", inference_log_flush_s=3.5, ort_threads=2)
+        options = ServingOptions(
+            inference_log_uri="s3://bucket/log", inference_log_flush_s=3.5, ort_threads=2
+        )
         params = text_model_config("m", 2, options).parameters
         assert params["inference_log_uri"].string_value == "s3://bucket/log"
         assert params["inference_log_flush_s"].string_value == "3.5"
@@ -55,7 +57,11 @@ class TestTextModelConfig:
 
     @pytest.mark.parametrize(
         ("kwargs", "message"),
-        [({"runtime": "torch"}, "unknown runtime"), ({"max_batch_size": 0}, ">= 1"), ({"inference_log_flush_s": 0}, "positive")],
+        [
+            ({"runtime": "torch"}, "unknown runtime"),
+            ({"max_batch_size": 0}, ">= 1"),
+            ({"inference_log_flush_s": 0}, "positive"),
+        ],
     )
     def test_invalid_options_rejected(self, kwargs, message):
         with pytest.raises(ValueError, match=message):

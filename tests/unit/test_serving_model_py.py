@@ -77,7 +77,9 @@ def _fake_pb_utils() -> types.ModuleType:
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
-    spec = importlib.util.spec_from_file_location("textclf_model", REPO_ROOT / "model_repository/textclf/model.py")
+    spec = importlib.util.spec_from_file_location(
+        "textclf_model", REPO_ROOT / "model_repository/textclf/model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     root = tmp_path_factory.mktemp("model_py")
@@ -93,8 +95,12 @@ def model(backend):
                              "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
     instance = module.TritonPythonModel()
     instance.initialize(
-        {"model_config": json.dumps(config), "model_name": "textclf", "model_version": "1",
-         "model_repository": str(root / "repo")}  # fmt: skip
+        {
+            "model_config": json.dumps(config),
+            "model_name": "textclf",
+            "model_version": "1",
+            "model_repository": str(root / "repo"),
+        }  # fmt: skip
     )
     yield instance
     instance.finalize()
@@ -107,7 +113,9 @@ def test_fast_tokenizer_matches_auto_tokenizer(backend):
     folder = root / "repo" / "1"
     texts = [*GOLDEN_TEXTS, "naïve café ☃ 🦀 zzqxj", "word " * 100]
     fast = module.FastTokenizer(folder, 16)(texts)
-    auto = AutoTokenizer.from_pretrained(folder)(texts, padding=True, truncation=True, max_length=16, return_tensors="np")
+    auto = AutoTokenizer.from_pretrained(folder)(
+        texts, padding=True, truncation=True, max_length=16, return_tensors="np"
+    )
     for name in ("input_ids", "attention_mask", "token_type_ids"):
         np.testing.assert_array_equal(fast[name], auto[name])
     assert fast["input_ids"].shape[1] == 16
@@ -116,7 +124,12 @@ def test_fast_tokenizer_matches_auto_tokenizer(backend):
 def test_answers_equal_golden_and_each_bad_request_gets_its_own_error(backend, model):
     _, root = backend
     golden = json.loads((root / "repo" / "1" / "golden.json").read_text())
-    requests = [_Request(golden["texts"][:3], "batch"), _Request([b""]), _Request([b"\xff\xfe"]), _Request([golden["texts"][3]], "one")]
+    requests = [
+        _Request(golden["texts"][:3], "batch"),
+        _Request([b""]),
+        _Request([b"\xff\xfe"]),
+        _Request([golden["texts"][3]], "one"),
+    ]
     responses = model.execute(requests)
     assert [r.error for r in responses] == [None, "text is empty", "text is not valid UTF-8 (byte 0)", None]
     probs = np.vstack([responses[0].outputs["probabilities"], responses[3].outputs["probabilities"]])
@@ -158,7 +171,12 @@ def test_corrupt_model_fails_initialize(backend, tmp_path):
     (tmp_path / "repo" / "1" / "model.onnx").write_bytes(b"broken")
     with pytest.raises(Exception, match="(?i)protobuf|onnx"):
         module.TritonPythonModel().initialize(
-            {"model_config": "{}", "model_name": "m", "model_version": "1", "model_repository": str(tmp_path / "repo")}
+            {
+                "model_config": "{}",
+                "model_name": "m",
+                "model_version": "1",
+                "model_repository": str(tmp_path / "repo"),
+            }
         )
 
 
@@ -170,8 +188,12 @@ def test_inference_log_failure_is_counted_and_the_request_served(backend, tmp_pa
                              "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
     instance = module.TritonPythonModel()
     instance.initialize(
-        {"model_config": json.dumps(config), "model_name": "textclf", "model_version": "1",
-         "model_repository": str(root / "repo")}  # fmt: skip
+        {
+            "model_config": json.dumps(config),
+            "model_name": "textclf",
+            "model_version": "1",
+            "model_repository": str(root / "repo"),
+        }  # fmt: skip
     )
     response = instance.execute([_Request(["my invoice"])])[0]
     assert response.error is None

@@ -40,7 +40,9 @@ class FakeTriton:
         self.loads.append(versions)
         bad = self.broken & set(versions)
         if bad:
-            raise ModelLoadError(f"Triton refused to load {model}: version {min(bad)} is at UNAVAILABLE state")
+            raise ModelLoadError(
+                f"Triton refused to load {model}: version {min(bad)} is at UNAVAILABLE state"
+            )
         self.loaded = versions
 
     def unload(self, model: str) -> None:
@@ -53,7 +55,9 @@ class FakeTriton:
         assert version in self.loaded
         self.calls += 1
         golden = json.loads((self.repository / model / str(version) / "golden.json").read_text())
-        by_text = dict(zip(golden["texts"], zip(golden["labels"], golden["probabilities"], strict=True), strict=True))
+        by_text = dict(
+            zip(golden["texts"], zip(golden["labels"], golden["probabilities"], strict=True), strict=True)
+        )
         answers = []
         for text in texts:
             label, probs = by_text[text]
@@ -110,7 +114,9 @@ class TestDeploy:
         assert (state.serving, state.previous) == (2, 1)
         assert [h["action"] for h in state.history] == ["deploy", "deploy"]
 
-    def test_broken_version_rejected_old_keeps_serving_files_kept(self, tmp_path, swapper, triton, repo, config):
+    def test_broken_version_rejected_old_keeps_serving_files_kept(
+        self, tmp_path, swapper, triton, repo, config
+    ):
         swapper.deploy(MODEL, 1, artifact(tmp_path, "v1"), config=config)
         triton.broken.add(2)
         with pytest.raises(ModelLoadError, match="version 2 failed to load; version 1 keeps serving"):
@@ -160,7 +166,8 @@ class TestDeploy:
         arts = {v: artifact(tmp_path, f"v{v}") for v in (2, 3)}
         results = []
         threads = [
-            threading.Thread(target=lambda v=v: results.append(waiting.deploy(MODEL, v, arts[v]))) for v in (2, 3)
+            threading.Thread(target=lambda v=v: results.append(waiting.deploy(MODEL, v, arts[v])))
+            for v in (2, 3)
         ]
         for t in threads:
             t.start()
@@ -187,7 +194,9 @@ class TestRollback:
         assert (repo / MODEL / "2").is_dir()  # every file kept
         assert swapper.rollback(MODEL).version == 2  # and back again
 
-    def test_without_state_falls_back_to_highest_lower_version_on_disk(self, tmp_path, swapper, triton, repo, config):
+    def test_without_state_falls_back_to_highest_lower_version_on_disk(
+        self, tmp_path, swapper, triton, repo, config
+    ):
         for v in (1, 2, 3):
             swapper.deploy(MODEL, v, artifact(tmp_path, f"v{v}"), config=config if v == 1 else None)
         (repo / ".pitcrew" / "state" / f"{MODEL}.json").unlink()

@@ -17,9 +17,16 @@ class TestTritonHook:
 
     def test_parse_connection_strips_scheme_and_reads_extras(self):
         params = TritonHook.parse_connection(
-            "http://triton.internal/ignored", 8000, {"repository": "/models", "retries": "5", "lock_timeout_s": "30"}
+            "http://triton.internal/ignored",
+            8000,
+            {"repository": "/models", "retries": "5", "lock_timeout_s": "30"},
         )
-        assert params == {"url": "triton.internal:8000", "repository": Path("/models"), "retries": 5, "lock_timeout_s": 30.0}
+        assert params == {
+            "url": "triton.internal:8000",
+            "repository": Path("/models"),
+            "retries": 5,
+            "lock_timeout_s": 30.0,
+        }
 
     def test_parse_connection_defaults_from_settings(self):
         settings = get_settings()
