@@ -1,4 +1,4 @@
-"""A small facade over Airflow's official REST client (``apache-airflow-client``) for the demo and tests.
+"""A small facade over Airflow's official REST client (``apache-airflow-client``) for the demo, tests and benchmarks.
 
 It logs in as a real user (``POST /auth/token``), starts DAG runs, waits for task states and answers
 human-in-the-loop approvals the same way the UI does, so the demo exercises Airflow's real auth.
@@ -55,12 +55,29 @@ class AirflowApi:
             time.sleep(2)
         raise AirflowApiError(f"DAG {dag_id!r} was not parsed within {timeout_s:.0f}s")
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause ``dag_id`` (a paused DAG's runs stay queued)."""
+        self.dags.patch_dag(dag_id, af.DAGPatchBody(is_paused=paused))
+
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
         body = af.TriggerDAGRunPostBody(conf=conf, logical_date=None, dag_run_id=run_id)
         return self.runs.trigger_dag_run(dag_id, body).dag_run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.runs.get_dag_run(dag_id, run_id).state.value)
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """One run as the REST API's JSON (``dag_run_id``, ``state``, ``conf``, ``triggering_user_name`` ...)."""
+        return self.runs.get_dag_run(dag_id, run_id).model_dump(mode="json")
+
+    def dag_runs(self, dag_id: str, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every run of ``dag_id``, oldest first, as the REST API's JSON; pages through the API's limit."""
+        runs: list[dict[str, Any]] = []
+        while True:
+            page = self.runs.get_dag_runs(dag_id, limit=page_size, offset=len(runs), order_by=["id"]).dag_runs
+            runs.extend(run.model_dump(mode="json") for run in page)
+            if len(page) < page_size:
+                return runs
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         response = self.tasks.get_task_instances(dag_id, run_id, limit=100)
