@@ -277,6 +277,7 @@ class TritonPythonModel:
         serving = json.loads((folder / "serving.json").read_text())
         self.max_length = int(serving.get("max_length", 128))
         self.input_names = list(serving.get("input_names", ["input_ids", "attention_mask"]))
+        self.output_name = serving.get("output_name", "logits")
         self.max_chars = self.max_length * CHARS_PER_TOKEN_BOUND
         self.tokenizer = load_tokenizer(folder, self.max_length)
         self.unk_id = self.tokenizer.unk_token_id
@@ -358,7 +359,7 @@ class TritonPythonModel:
         encoded = self.tokenizer(texts)
         feeds = {name: encoded[name] for name in self.input_names}
         if self.session is not None:
-            logits = self.session.run(["logits"], feeds)[0]
+            logits = self.session.run([self.output_name], feeds)[0]
         else:
             logits = self._core_logits(feeds)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -376,13 +377,13 @@ class TritonPythonModel:
     def _core_logits(self, feeds: dict) -> np.ndarray:
         request = pb_utils.InferenceRequest(
             model_name=self.core_model,
-            requested_output_names=["logits"],
+            requested_output_names=[self.output_name],
             inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
         )
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"{self.core_model}: {response.error().message()}")
-        return pb_utils.get_output_tensor_by_name(response, "logits").as_numpy()
+        return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()
 
     def _records(self, ids, texts, labels, confidences, now: float) -> list:
         from monitoring.inference_log import InferenceRecord

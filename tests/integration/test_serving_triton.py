@@ -5,7 +5,10 @@ One Triton + Prometheus pair for the module; versions are swapped in with the re
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -218,3 +221,26 @@ def test_deploy_against_unreachable_triton_fails_clearly(stack, monkeypatch, cap
         monkeypatch.undo()  # back to the module's settings
         get_settings.cache_clear()
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_artifact_from_training_compile_deploys_and_verifies(stack, client, tmp_path, capsys):
+    """The contract of docs/model-artifact.md end to end: what `python -m training compile` writes serves."""
+    from training.tiny import build_tiny_model
+
+    build_tiny_model(tmp_path / "hf", LABELS, seed=7)
+    run = [sys.executable, "-m", "training"]
+    subprocess.run([*run, "demo-data", "--output", str(tmp_path / "data")], check=True, capture_output=True)
+    compiled = subprocess.run(
+        [*run, "compile", "--model", str(tmp_path / "hf"), "--output", str(tmp_path / "artifact"),
+         "--golden", str(tmp_path / "data" / "golden.parquet"), "--tensorrt", "off"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+    artifact = tmp_path / "artifact"
+    assert pitcrew_main(["deploy", "--model", MODEL, "--version", "10", "--artifact", str(artifact)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    golden = json.loads((artifact / "golden.json").read_text())
+    assert result["version"] == 10 and result["verification"]["golden_texts"] == len(golden["texts"])
+    assert result["verification"]["mismatched_labels"] == 0
+    answers = client.classify(MODEL, golden["texts"][:4])
+    assert [a.label for a in answers] == golden["labels"][:4] and {a.version for a in answers} == {"10"}

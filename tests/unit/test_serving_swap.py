@@ -34,6 +34,7 @@ class FakeTriton:
         self.wrong: set[int] = set()  # answer the golden set differently
         self.slow_ms: dict[int, float] = {}
         self.calls = 0
+        self.max_batch = 0
 
     def load(self, model: str, config_json: str | None = None) -> None:
         versions = [int(v) for v in json.loads(config_json)["version_policy"]["specific"]["versions"]]
@@ -54,6 +55,7 @@ class FakeTriton:
     def classify(self, model, texts, version=None, request_id=""):
         assert version in self.loaded
         self.calls += 1
+        self.max_batch = max(self.max_batch, len(texts))
         golden = json.loads((self.repository / model / str(version) / "golden.json").read_text())
         by_text = dict(
             zip(golden["texts"], zip(golden["labels"], golden["probabilities"], strict=True), strict=True)
@@ -144,6 +146,16 @@ class TestDeploy:
         with pytest.raises(VerificationError, match="nothing was serving before"):
             swapper.deploy(MODEL, 1, artifact(tmp_path, "v1"), config=config)
         assert triton.loaded == []
+
+    def test_large_golden_set_sent_in_batches_with_bounded_latency_samples(self, tmp_path, swapper, triton, config):
+        folder = artifact(tmp_path, "v1")
+        texts = [f"text {i}" for i in range(70)]
+        golden = {"texts": texts, "labels": ["a"] * 70, "probabilities": [[0.6, 0.4]] * 70}
+        (folder / "golden.json").write_text(json.dumps(golden))
+        result = swapper.deploy(MODEL, 1, folder, config=config)
+        assert result.verification.golden_texts == 70
+        assert triton.max_batch == 32
+        assert triton.calls == 3 + 60  # answers in 3 batches, then at most 60 single latency samples
 
     def test_unknown_version_without_artifact(self, swapper, repo, config):
         with pytest.raises(PublishError, match="pass --artifact"):
