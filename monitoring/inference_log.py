@@ -12,6 +12,7 @@ Any local path or pyarrow/fsspec URI (``s3://``, ``gs://``, ``memory://``) works
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -120,6 +121,8 @@ class InferenceLogWriter:
     :param max_buffer_rows: beyond this (a store that is down for long) the oldest rows are dropped
         and reported as failures, so memory stays bounded.
     :param on_failure: called with (exception, rows lost) when a flush fails; must not raise.
+    :param niceness: CPU niceness of the background flush thread (Linux niceness is per thread), so that
+        writing Parquet yields the CPU to requests served by the same process; None keeps the caller's.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class InferenceLogWriter:
         flush_interval_s: float = 2.0,
         max_buffer_rows: int = 100_000,
         on_failure: Callable[[Exception, int], None] | None = None,
+        niceness: int | None = None,
     ) -> None:
         if flush_interval_s <= 0:
             raise ValueError(f"flush_interval_s must be positive, got {flush_interval_s}")
@@ -136,6 +140,7 @@ class InferenceLogWriter:
         self.flush_interval_s = flush_interval_s
         self.max_buffer_rows = max_buffer_rows
         self.on_failure = on_failure
+        self.niceness = niceness
         self.failed_rows = 0
         self.written_rows = 0
         self._rows: list[InferenceRecord] = []
@@ -195,6 +200,11 @@ class InferenceLogWriter:
         self.flush()
 
     def _run(self) -> None:
+        if self.niceness is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
+            except OSError as exc:  # not permitted here: flush at the caller's priority
+                log.debug("inference log: cannot set niceness %s: %s", self.niceness, exc)
         while not self._stop.wait(self.flush_interval_s):
             self.flush()
 

@@ -32,6 +32,8 @@ TOKEN_BUCKETS = [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
 RATIO_BUCKETS = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
 #: Niceness of the loading thread (19 is the lowest priority an unprivileged process may take).
 LOAD_NICENESS = 19
+#: Niceness of the inference log's flush thread: best effort, so requests in this process come first.
+LOG_FLUSH_NICENESS = 10
 CONFIDENCE_BUCKETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
 
 
@@ -253,6 +255,7 @@ class TritonPythonModel:
                 log_uri,
                 flush_interval_s=float(params.get("inference_log_flush_s", "2.0")),
                 on_failure=lambda _exc, rows: self.metrics.log_failures.increment(rows),
+                niceness=LOG_FLUSH_NICENESS,
             )
 
     def _load_niced(self, args: dict, loaded: dict) -> None:

@@ -150,3 +150,23 @@ class TestReader:
     def test_bad_window(self, tmp_path, start, end, message):
         with pytest.raises(ValueError, match=message):
             read_inference_log(tmp_path, start, end)
+
+
+def test_flush_thread_runs_at_the_requested_niceness(tmp_path):
+    import os
+
+    seen = []
+
+    class Probe(InferenceLogWriter):
+        def flush(self) -> int:
+            seen.append(os.getpriority(os.PRIO_PROCESS, __import__("threading").get_native_id()))
+            return super().flush()
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    writer = Probe(tmp_path / "log", flush_interval_s=0.05, niceness=min(base + 5, 19))
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.close()
+    assert seen[0] == min(base + 5, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's own priority is untouched
