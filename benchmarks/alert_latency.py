@@ -20,12 +20,11 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 
-from pitcrew.alerts.airflow_api import AirflowApi
+from pitcrew.airflow_api import AirflowApi
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
 from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
 from pitcrew.settings import REPO_ROOT
@@ -95,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                 for run_id, sent_wall in posted.items():
                     if run_id in first_task_s:
                         continue
-                    starts = [ti["start_date"] for ti in api.task_instances(DAG_ID, run_id) if ti.get("start_date")]
+                    instances = api.tasks.get_task_instances(DAG_ID, run_id, limit=100).task_instances
+                    starts = [ti.start_date for ti in instances if ti.start_date is not None]
                     if starts:
-                        first = min(datetime.fromisoformat(s).timestamp() for s in starts)
+                        first = min(s.timestamp() for s in starts)
                         first_task_s[run_id] = first - sent_wall
                 time.sleep(1.0)
-            api.close()
     if len(first_task_s) < len(posted):
         print(f"{len(posted) - len(first_task_s)} runs had no running task within the timeout", file=sys.stderr)
         return 1

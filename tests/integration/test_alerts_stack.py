@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pitcrew.alerts.airflow_api import AirflowApi
+from pitcrew.airflow_api import AirflowApi
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
 from pitcrew.alerts.fingerprint import labels_fingerprint
 from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
@@ -62,11 +62,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertStack]:
     )
     with running_stack(settings, only=("airflow", "alertmanager", "prometheus")):
         api = AirflowApi(settings.airflow_url, "admin", airflow_admin_password(settings))
-        try:
-            api.wait_for_dag(DAG_ID)
-            yield AlertStack(settings, api, webhook_token(settings), webhook_hmac_secret(settings))
-        finally:
-            api.close()
+        api.wait_for_dag(DAG_ID)
+        yield AlertStack(settings, api, webhook_token(settings), webhook_hmac_secret(settings))
 
 
 def _wait(predicate, timeout_s: float, what: str, interval_s: float = 1.0):

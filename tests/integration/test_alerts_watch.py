@@ -16,7 +16,7 @@ from airflow.sdk import Connection
 
 from operators.prometheus_hook import PrometheusHook
 from operators.promql_trigger import PromQLTrigger
-from pitcrew.alerts.airflow_api import AirflowApi
+from pitcrew.airflow_api import AirflowApi
 from pitcrew.alerts.fingerprint import labels_fingerprint
 from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
 from pitcrew.settings import REPO_ROOT, Settings
@@ -53,12 +53,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WatchStack]:
     (settings.home_dir / "metrics" / "drift.prom").write_text(DRIFT)
     with running_stack(settings, only=("airflow", "prometheus")):
         api = AirflowApi(settings.airflow_url, "admin", airflow_admin_password(settings))
-        try:
-            api.wait_for_dag(MAINTENANCE)
-            api.wait_for_dag("pitcrew_watch")
-            yield WatchStack(settings, api)
-        finally:
-            api.close()
+        api.wait_for_dag(MAINTENANCE)
+        api.wait_for_dag("pitcrew_watch")
+        yield WatchStack(settings, api)
 
 
 def _hook(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> PrometheusHook:
@@ -106,9 +103,8 @@ def test_watch_dag_starts_one_maintenance_run_from_polling(stack: WatchStack) ->
     _wait(lambda: httpx.get(f"{prometheus}/api/v1/query", params={"query": 'ALERTS{alertstate="firing"}'})
           .json()["data"]["result"], 90, "a firing alert in Prometheus")  # fmt: skip
     for _ in range(2):  # a second poll finds the same alert: cooldown, no second run
-        run_id = stack.api.trigger("pitcrew_watch")
-        state = _wait(lambda rid=run_id: stack.api.dag_run("pitcrew_watch", rid)["state"] in ("success", "failed")
-                      and stack.api.dag_run("pitcrew_watch", rid)["state"], 180, "pitcrew_watch to finish")  # fmt: skip
+        run_id = stack.api.trigger("pitcrew_watch", {})
+        state = stack.api.wait_for_run("pitcrew_watch", run_id, timeout_s=180)
         assert state == "success"
     runs = stack.api.dag_runs(MAINTENANCE)
     assert len(runs) == 1, runs
