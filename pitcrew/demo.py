@@ -94,16 +94,33 @@ def accuracy(client, model: str, frame: pd.DataFrame, batch_size: int = 32) -> t
 
 
 class BackgroundTraffic:
-    """Steady, bounded traffic while a run swaps and watches the canary (the canary needs requests)."""
+    """Steady, bounded traffic while a run swaps and watches the canary (the canary needs requests).
+
+    It makes its own Triton client in its thread: tritonclient's HTTP client is gevent-based and must
+    not be shared between threads. A failure of the thread itself is re-raised on exit.
+    """
 
     def __init__(
-        self, client, model: str, frame: pd.DataFrame, *, interval_s: float = 0.5, max_seconds: float = 900
+        self,
+        triton_url: str,
+        model: str,
+        frame: pd.DataFrame,
+        *,
+        interval_s: float = 0.5,
+        max_seconds: float = 900,
     ) -> None:
-        self.client, self.model, self.frame = client, model, frame
+        self.triton_url, self.model, self.frame = triton_url, model, frame
         self.interval_s, self.max_seconds = interval_s, max_seconds
         self.result = TrafficResult()
+        self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        self._thread = threading.Thread(target=self._guarded_run, name="demo-traffic", daemon=True)
+
+    def _guarded_run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in __exit__
+            self.error = exc
 
     def __enter__(self) -> BackgroundTraffic:
         self._thread.start()
@@ -112,6 +129,8 @@ class BackgroundTraffic:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self.error is not None:
+            raise RuntimeError(f"background traffic failed: {self.error!r}") from self.error
 
     def _run(self) -> None:
         from pitcrew.serving.client import TritonControl
