@@ -87,9 +87,9 @@ def test_prometheus_rule_fires_through_alertmanager_and_queues_one_run(stack: Al
     metrics_dir = stack.settings.home_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / "drift.prom").write_text(
-        "# HELP pitcrew_drift_score Drift score of one input column (0..1).\n"
-        "# TYPE pitcrew_drift_score gauge\n"
-        'pitcrew_drift_score{model="textclf",column="text_length"} 0.9\n'
+        "# HELP pitcrew_drift_effect_size Effect size of the drift test of one input column.\n"
+        "# TYPE pitcrew_drift_effect_size gauge\n"
+        'pitcrew_drift_effect_size{model="textclf",column="text_length"} 0.9\n'
     )
     runs = _wait(stack.runs, 120, "the maintenance run queued by the alert")
     # Alertmanager re-sends the firing group every 2s (repeat_interval of the fast copy): cooldown holds.
@@ -107,7 +107,7 @@ def test_prometheus_rule_fires_through_alertmanager_and_queues_one_run(stack: Al
     assert runs[0]["dag_run_id"].startswith(f"alert__textclf__{alert['fingerprint']}__")
     assert runs[0]["triggering_user_name"] == "pitcrew-webhook"
     # The pipeline metric reached Prometheus through the plugin's /pitcrew/metrics (job "pitcrew").
-    query = httpx.get(f"{stack.settings.prometheus_url}/api/v1/query", params={"query": "pitcrew_drift_score"})
+    query = httpx.get(f"{stack.settings.prometheus_url}/api/v1/query", params={"query": "pitcrew_drift_effect_size"})
     (series,) = query.json()["data"]["result"]
     assert series["metric"]["job"] == "pitcrew" and float(series["value"][1]) == 0.9
     scrape = httpx.get(f"{stack.settings.airflow_url}/pitcrew/metrics").text

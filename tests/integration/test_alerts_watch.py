@@ -27,9 +27,9 @@ pytestmark = pytest.mark.integration
 
 MAINTENANCE = "pitcrew_maintenance_textclf"
 DRIFT = (
-    "# HELP pitcrew_drift_score Drift score of one input column (0..1).\n"
-    "# TYPE pitcrew_drift_score gauge\n"
-    'pitcrew_drift_score{model="textclf",column="text_length"} 0.8\n'
+    "# HELP pitcrew_drift_effect_size Effect size of the drift test of one input column.\n"
+    "# TYPE pitcrew_drift_effect_size gauge\n"
+    'pitcrew_drift_effect_size{model="textclf",column="text_length"} 0.8\n'
 )
 
 
@@ -92,9 +92,9 @@ def test_promql_trigger_on_real_prometheus(stack: WatchStack) -> None:
             return event.payload
         raise AssertionError("trigger yielded nothing")
 
-    met = asyncio.run(first_event("max by (model) (pitcrew_drift_score) > 0.3", 60))
+    met = asyncio.run(first_event("max by (model) (pitcrew_drift_effect_size) > 0.3", 60))
     assert met["status"] == "success" and met["result"][0]["metric"] == {"model": "textclf"}
-    assert asyncio.run(first_event("max by (model) (pitcrew_drift_score) > 2", 2))["status"] == "timeout"
+    assert asyncio.run(first_event("max by (model) (pitcrew_drift_effect_size) > 2", 2))["status"] == "timeout"
     assert asyncio.run(first_event("max by (", 5))["status"] == "error"
 
 

@@ -134,7 +134,7 @@ class TestGrafanaProvisioning:
         for metric in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_request_duration_us",
                        "nv_inference_queue_duration_us", "nv_inference_request_summary_us",
                        "pitcrew_top_class_confidence", "pitcrew_unknown_token_ratio", "pitcrew_predictions_total",
-                       "pitcrew_input_tokens", "pitcrew_drift_score",
+                       "pitcrew_input_tokens", "pitcrew_drift_effect_size",
                        "pitcrew_alerts_total", "pitcrew_webhook_rejected_requests_total"):  # fmt: skip
             assert metric in exprs, metric
         ids = [p["id"] for p in dashboard["panels"]]

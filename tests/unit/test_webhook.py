@@ -236,14 +236,14 @@ class TestHealthAndMetrics:
         folder = tmp_path / "metrics"
         folder.mkdir()
         (folder / "drift.prom").write_text(
-            '# HELP pitcrew_drift_score Drift score\n# TYPE pitcrew_drift_score gauge\npitcrew_drift_score{model="textclf",column="len"} 0.4\n'
+            '# HELP pitcrew_drift_effect_size Drift score\n# TYPE pitcrew_drift_effect_size gauge\npitcrew_drift_effect_size{model="textclf",column="len"} 0.4\n'
         )
         (folder / "broken.prom").write_text("this is { not prometheus\n")
         response = client.get("/metrics")
         assert response.status_code == 200
         text = response.text
         names = set(metric_names(text))
-        assert {"pitcrew_alerts", "pitcrew_webhook_rejected_requests", "pitcrew_drift_score"} <= names
+        assert {"pitcrew_alerts", "pitcrew_webhook_rejected_requests", "pitcrew_drift_effect_size"} <= names
         assert 'pitcrew_alerts_total{decision="triggered",model="textclf",source="alertmanager"} 1.0' in text
         assert 'pitcrew_webhook_rejected_requests_total{reason="auth"} 1.0' in text
         assert "pitcrew_metrics_invalid_textfiles 1.0" in text
