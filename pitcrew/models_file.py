@@ -51,6 +51,19 @@ class Thresholds(BaseModel):
     window_hours: float = Field(24.0, gt=0, description="How much recent traffic a run looks at.")
 
 
+class Training(BaseModel):
+    """Fine-tuning settings of one model (bootstrap, maintenance and nightly runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the training rows.")
+    learning_rate: float = Field(
+        5e-5, gt=0, description="AdamW learning rate; the usual BERT fine-tuning rate."
+    )
+    batch_size: int = Field(32, ge=1, description="Rows per optimisation step.")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop cleanly after this many seconds.")
+
+
 class ModelEntry(BaseModel):
     """One served model."""
 
@@ -77,6 +90,7 @@ class ModelEntry(BaseModel):
         3600, ge=0, description="Same alert fingerprint within this starts nothing."
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    training: Training = Field(default_factory=Training)
 
     @field_validator("name")
     @classmethod

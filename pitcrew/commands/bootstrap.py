@@ -18,22 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--base-model", help="override the entry's base_model (a folder, 'minilm' or a cached hub id)"
     )
-    parser.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
-    parser.add_argument(
-        "--time-budget", type=float, help="stop training after this many seconds, keeping the best weights"
-    )
+    parser.add_argument("--epochs", type=float, help="training epochs (default: the entry's training.epochs)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pitcrew.pipeline.bootstrap import bootstrap
 
-    if args.epochs <= 0:
+    if args.epochs is not None and args.epochs <= 0:
         raise ValueError(f"--epochs must be > 0, got {args.epochs}")
     settings = get_settings()
     entry = load_models_file(settings.models_file).get(args.model)
-    result = bootstrap(
-        entry, settings, base_model=args.base_model, epochs=args.epochs, time_budget_s=args.time_budget
-    )
+    result = bootstrap(entry, settings, base_model=args.base_model, epochs=args.epochs)
     print(json.dumps(result))
     return 0

@@ -26,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--base-model", help="base model for version 1 (default: the entry's, the packaged MiniLM)"
     )
-    parser.add_argument("--epochs", type=float, default=2.0, help="training epochs for version 1 (default 2)")
     parser.add_argument(
         "--alert-timeout", type=float, default=420, help="seconds to wait for the alert's run"
     )
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     mark = step("stack up", mark)
 
     data = write_demo_data(entry)
-    result = bootstrap(entry, settings, base_model=args.base_model, epochs=args.epochs)
+    result = bootstrap(entry, settings, base_model=args.base_model)
     mark = step(f"version {result['version']} trained on domain A, registered, serving", mark)
 
     triton = TritonControl(settings.triton_http_url)
@@ -80,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     run_id = None
     with BackgroundTraffic(
-        settings.triton_http_url, entry.name, data["eval_b"], interval_s=1.0, max_seconds=args.alert_timeout + args.run_timeout
+        settings.triton_http_url,
+        entry.name,
+        data["eval_b"],
+        interval_s=1.0,
+        max_seconds=args.alert_timeout + args.run_timeout,
     ):
         deadline = time.monotonic() + args.alert_timeout
         while run_id is None and time.monotonic() < deadline:

@@ -24,8 +24,7 @@ def bootstrap(
     settings: Settings,
     *,
     base_model: str | None = None,
-    epochs: float = 3.0,
-    time_budget_s: float | None = None,
+    epochs: float | None = None,
     approver: str = "bootstrap",
 ) -> dict:
     """Train, compile, register and deploy version 1 (or the next free version) as the champion."""
@@ -44,7 +43,8 @@ def bootstrap(
     checkpoint = finetune(
         FinetuneConfig(
             output_dir=ws.challenger, train_data=Path(entry.train_data), base_model=base_model or entry.base_model,
-            labels=list(entry.labels), epochs=epochs, time_budget_s=time_budget_s, progress=False, overwrite=True,
+            labels=list(entry.labels), epochs=epochs or entry.training.epochs, learning_rate=entry.training.learning_rate,
+            batch_size=entry.training.batch_size, time_budget_s=entry.training.time_budget_s, progress=False, overwrite=True,
             mlflow_tracking_uri=settings.mlflow_url, mlflow_experiment=f"pitcrew/{entry.name}/finetune",
         )
     )  # fmt: skip

@@ -22,8 +22,6 @@ def fine_tune(
     ws: Workspace,
     *,
     base_model: str,
-    time_budget_s: float | None = None,
-    epochs: float = 3.0,
     mlflow_tracking_uri: str | None = None,
 ) -> dict:
     """Fine-tune ``base_model`` (normally the champion's checkpoint) on the workspace's training split.
@@ -40,8 +38,10 @@ def fine_tune(
         eval_data=ws.eval,
         base_model=base_model,
         labels=list(entry.labels),
-        epochs=epochs,
-        time_budget_s=time_budget_s,
+        epochs=entry.training.epochs,
+        learning_rate=entry.training.learning_rate,
+        batch_size=entry.training.batch_size,
+        time_budget_s=entry.training.time_budget_s,
         checkpoint_dir=checkpoint,
         resume=checkpoint.exists(),
         overwrite=True,
