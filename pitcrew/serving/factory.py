@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from pitcrew.models_file import ModelEntry
 from pitcrew.serving.artifact import read_artifact
 from pitcrew.serving.client import TritonControl
-from pitcrew.serving.errors import ArtifactError
+from pitcrew.serving.errors import ArtifactError, ServingError
 from pitcrew.serving.model_config import ServingOptions, text_model_config
 from pitcrew.serving.swap import HotSwapper
 
@@ -39,6 +39,12 @@ def make_swapper(
     lock_timeout_s: float = 0.0,
     retries: int = 3,
 ) -> HotSwapper:
+    if entry.runtime != "python-onnxruntime":
+        # The raw-text front model would call a `<name>_core` model that the protocol does not publish yet.
+        raise ServingError(
+            f"{entry.name}: hot-swap supports runtime python-onnxruntime only; {entry.runtime} needs the "
+            f"{entry.name}_core model swapped with it, which is not implemented"
+        )
     client = TritonControl(triton_url, retries=retries)
     return HotSwapper(
         client,
