@@ -86,7 +86,8 @@ class AirflowApi:
         }
 
     def xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        return self.xcom.get_xcom_entry(dag_id, task_id, run_id, key, deserialize=True).value
+        entry = self.xcom.get_xcom_entry(dag_id, task_id, run_id, key, deserialize=True)
+        return entry.actual_instance.value  # the generated client wraps the two response shapes in anyOf
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 2.0) -> None:
         deadline = time.monotonic() + timeout_s
