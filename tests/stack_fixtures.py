@@ -15,16 +15,7 @@ from pitcrew.settings import Settings
 from pitcrew.stack.components import all_components
 from pitcrew.stack.runner import Stack
 
-PORT_FIELDS = (
-    "airflow_port",
-    "mlflow_port",
-    "triton_http_port",
-    "triton_grpc_port",
-    "triton_metrics_port",
-    "prometheus_port",
-    "alertmanager_port",
-    "alertmanager_cluster_port",
-)
+PORT_FIELDS = tuple(name for name in Settings.model_fields if name.endswith("_port"))
 
 
 def free_ports(count: int) -> list[int]:
