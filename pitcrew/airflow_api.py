@@ -124,10 +124,16 @@ class AirflowApi:
         self.wait(f"run {run_id} of {dag_id} to finish", done, timeout_s)
         return state[0]
 
+    #: Seen with Airflow 3.3.2's LocalExecutor: an answer that arrives within a second of the task parking
+    #: itself in ``awaiting_input`` races the executor's late "success" event for the parking process, and
+    #: the scheduler then marks the resumed task failed. A person never answers that fast; scripts wait.
+    SETTLE_S = 5.0
+
     def respond(
         self, dag_id: str, run_id: str, task_id: str, option: str, params: dict | None = None
     ) -> None:
         """Answer a waiting approval as this user (``Approve`` or ``Reject``)."""
+        time.sleep(self.SETTLE_S)
         payload = af.UpdateHITLDetailPayload(chosen_options=[option], params_input=params or {})
         try:
             self.tasks.update_hitl_detail(dag_id, run_id, task_id, -1, payload)
