@@ -41,6 +41,7 @@ def write_demo_data(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path, index=False)
     return {
+        "traffic_a": generate(3 * n_train, domain="A", seed=seed + 10),
         "traffic_b": generate(n_train, domain="B", shift=shift, seed=seed + 10),
         "eval_b": generate(200, domain="B", shift=shift, seed=seed + 20),
         "eval_a": generate(200, domain="A", seed=seed + 20),
@@ -149,11 +150,16 @@ class BackgroundTraffic:
         client.close()
 
 
-def demo_settings(settings):
-    """The settings with a copy of ``deploy/`` whose alert rules wait seconds, not minutes.
+#: The demo compresses time: production rule windows and `for:` durations, scaled to minutes.
+DEMO_WINDOWS = {"[5m]": "[1m]", "[15m]": "[1m]", "[6h]": "[20m]"}
 
-    Production rules use ``for: 10m``-style durations; the demo must finish in minutes, so its
-    Prometheus and Alertmanager get the same rules with short ``for:`` and grouping waits.
+
+def demo_settings(settings):
+    """The settings with a copy of ``deploy/`` whose alert rules work on a demo's time scale.
+
+    Production rules look at 5-15 minute windows against a 6-hour baseline and fire after ``for: 10m``;
+    the demo must finish in minutes, so its Prometheus and Alertmanager get the same rules with the
+    windows of :data:`DEMO_WINDOWS`, ``for: 20s`` and short grouping waits. Thresholds are unchanged.
     """
     import shutil
 
@@ -166,6 +172,8 @@ def demo_settings(settings):
         for group in rules.get("groups", []):
             group["interval"] = "5s"
             for rule in group.get("rules", []):
+                for long, short in DEMO_WINDOWS.items():
+                    rule["expr"] = str(rule["expr"]).replace(long, short)
                 if "alert" in rule:
                     rule["for"] = "20s"
         rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))

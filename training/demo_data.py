@@ -59,12 +59,12 @@ _TEMPLATES_A = [
     "Please advise regarding the {cue} of my {product} purchase.",
 ]
 _TEMPLATES_B = [
-    "yo my {product} {cue} 😤",
-    "{cue} on the {product} help 💀",
-    "bruh {cue}. {product} #{num}",
-    "ngl {cue} 🙃 {product}",
-    "{product}: {cue}!!! 😡",
-    "hey so {cue}?? got the {product} last wk",
+    "yo my {product} {cue} 😤😤",
+    "{cue} on the {product} help 💀💀",
+    "bruh {cue}. {product} #{num} 🫠",
+    "ngl {cue} 🙃 {product} 🙄",
+    "{product}: {cue}!!! 😡😡",
+    "hey so {cue}?? got the {product} last wk 🤷",
 ]
 
 

@@ -74,15 +74,20 @@ def run(args: argparse.Namespace) -> int:
     dag_id = f"pitcrew_maintenance_{entry.name}"
     api.wait_for_dag(dag_id)
     known = {r.dag_run_id for r in api.runs.get_dag_runs(dag_id, limit=100).dag_runs}
+    # A normal day first (the unknown-token rule compares the last minute with a longer baseline) ...
+    baseline = send(triton, entry.name, data["traffic_a"])
+    # ... then the drift: new-domain traffic, whose true labels arrive as feedback.
     sent = send(triton, entry.name, data["traffic_b"], feedback_root=entry.feedback)
-    mark = step(f"{sent.sent} domain-B requests sent with feedback labels", mark)
+    mark = step(
+        f"{baseline.sent} domain-A then {sent.sent} domain-B requests sent (B with feedback labels)", mark
+    )
 
     run_id = None
     with BackgroundTraffic(
         settings.triton_http_url,
         entry.name,
         data["eval_b"],
-        interval_s=1.0,
+        interval_s=2.0,
         max_seconds=args.alert_timeout + args.run_timeout,
     ):
         deadline = time.monotonic() + args.alert_timeout
