@@ -284,7 +284,10 @@ class TritonPythonModel:
         self.max_chars = self.max_length * CHARS_PER_TOKEN_BOUND
         self.tokenizer = load_tokenizer(folder, self.max_length)
         self.unk_id = self.tokenizer.unk_token_id
-        self.special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        # [UNK] is a special token too, but it is content: it is what the unknown-token rate counts.
+        self.special_ids = np.array(
+            sorted(set(self.tokenizer.all_special_ids) - {self.unk_id}), dtype=np.int64
+        )
         self.core_model = params.get("core_model") or None
         self.session = None
         if self.core_model is None:

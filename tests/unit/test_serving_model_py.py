@@ -163,6 +163,17 @@ def test_megabyte_text_is_truncated_to_max_length(model):
     assert tokens_sum.value - before == model.max_length - 2
 
 
+def test_unknown_tokens_are_counted(model):
+    # [UNK] is a special token of BERT tokenizers, yet it is content: the drift signal the rules watch.
+    model.metrics.flush()
+    ratio_sum = _Family.created["pitcrew_unknown_token_ratio_sum"][0]
+    before = ratio_sum.value
+    model.execute([_Request(["invoice wrong 😡"]), _Request(["invoice wrong please"])])
+    model.metrics.flush()
+    # "invoice wrong 😡" is in ##vo ##ice wrong [UNK]: one unknown of five content tokens; the other has none.
+    assert ratio_sum.value - before == pytest.approx(1 / 5)
+
+
 def test_corrupt_model_fails_initialize(backend, tmp_path):
     module, root = backend
     import shutil
