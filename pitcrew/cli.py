@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Libraries (exporters, HTTP clients) log every step at INFO; only pitcrew's own steps are shown.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Per-request lines from HTTP clients drown what the command itself says.
-    for noisy in ("httpx", "httpcore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for ours in ("pitcrew", "training", "monitoring", "operators"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, KeyError, FileNotFoundError) as exc:
