@@ -19,7 +19,7 @@ from typing import Any
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pitcrew.models_file import ModelEntry
 
@@ -65,7 +65,7 @@ def transient_only(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except AirflowFailException:
+        except (AirflowFailException, AirflowSkipException):
             raise
         except _transient_errors():
             raise
@@ -181,20 +181,43 @@ def check_quality(model: str, window: dict) -> dict:
     return data_quality(_entry(model), _workspace(model))
 
 
+def _champion_reference(model: str) -> str | None:
+    """The champion's training snapshot (what it learned from), or None to use the models file's train_data."""
+    from pitcrew import registry
+
+    client = _mlflow()
+    version = registry.alias_version(client, model, registry.CHAMPION)
+    if version is None:
+        return None
+    snapshot = registry.training_snapshot(client, model, version, _workspace(model).path("champion/data"))
+    return str(snapshot) if snapshot is not None else None
+
+
 def check_drift(model: str, request: dict, quality: dict) -> dict | None:
     from pitcrew.pipeline.data_steps import drift
 
     if request["skip_drift"]:
         return None
-    return drift(_entry(model), _workspace(model), _settings().home_dir / "metrics")
+    return drift(
+        _entry(model), _workspace(model), _settings().home_dir / "metrics", _champion_reference(model)
+    )
 
 
-def prepare_training(model: str, quality: dict) -> dict:
-    from pitcrew.pipeline.data_steps import split_for_training
+def prepare_training(model: str, quality: dict, nightly: bool = False) -> dict:
+    from pitcrew import registry
+    from pitcrew.pipeline.data_steps import PipelineDataError, split_for_training
     from pitcrew.pipeline.release_steps import download_champion
 
     entry, ws = _entry(model), _workspace(model)
-    split = split_for_training(entry, ws)
+    if nightly and registry.alias_version(_mlflow(), model, registry.CHAMPION) is None:
+        # A schedule that fires before the first champion exists has nothing to retrain; not a failure.
+        raise AirflowSkipException(f"{model} has no champion yet (pitcrew bootstrap): nothing to retrain")
+    try:
+        split = split_for_training(entry, ws, reference=_champion_reference(model))
+    except PipelineDataError as exc:
+        if nightly:
+            raise AirflowSkipException(f"nothing new to learn tonight: {exc}") from exc
+        raise
     champion = download_champion(_mlflow(), entry, ws)
     return {**split, "champion": champion}
 
@@ -249,7 +272,7 @@ def register(model: str, request: dict, window: dict, drift: dict | None, prepar
     }
     version = release_steps.register(
         _mlflow(), entry, ws, checkpoint=Path(trained["checkpoint"]), tags=tags, metrics=metrics
-    )
+    )  # the workspace's training split goes with it: the next run's drift reference
     return {"version": version, "champion": prepared["champion"]["version"]}
 
 
@@ -382,6 +405,8 @@ def _outcome(states: dict[str, Any], pull: Callable[..., Any]) -> str:
         return "no_drift"
     if state("record_rejection") == "success":
         return "rejected_by_evaluation"
+    if state("prepare_training") == "skipped" and "drift" not in states:
+        return "nothing_to_do"
     if state("approval") == "success" and state("hot_swap") == "skipped":
         return "rejected_by_human"
     if state("dry_run_gate") == "success" and state("approval") == "skipped":
@@ -435,7 +460,7 @@ def build_pipeline_dag(entry: ModelEntry, *, nightly: bool, doc_md: str) -> DAG:
         prepare = task(task_id="prepare_training")(transient_only(prepare_training))
         if nightly:
             drift = None
-            prepared = prepare(model, quality)
+            prepared = prepare(model, quality, nightly=True)
         else:
             drift = task(task_id="drift")(transient_only(check_drift))(model, request, quality)
 

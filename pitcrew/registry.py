@@ -27,6 +27,9 @@ PREVIOUS = "previous"
 SERVING_PATH = "serving"
 CHECKPOINT_PATH = "checkpoint"
 REPORTS_PATH = "reports"
+#: The rows a version was trained on: the next drift check's reference and the next fine-tune's replay.
+TRAINING_DATA_PATH = "data"
+TRAINING_DATA_FILE = "train.parquet"
 
 
 class RegistryError(RuntimeError):
@@ -69,6 +72,7 @@ def register_version(
     serving_dir: Path,
     checkpoint_dir: Path | None = None,
     reports_dir: Path | None = None,
+    training_data: Path | None = None,
     tags: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     alias: str = CHALLENGER,
@@ -92,6 +96,8 @@ def register_version(
             client.log_artifacts(run_id, str(checkpoint_dir), CHECKPOINT_PATH)
         if reports_dir is not None and reports_dir.exists():
             client.log_artifacts(run_id, str(reports_dir), REPORTS_PATH)
+        if training_data is not None:
+            _log_training_data(client, run_id, Path(training_data))
         for key, value in (metrics or {}).items():
             client.log_metric(run_id, key, float(value))
         ensure_registered_model(client, model)
@@ -105,6 +111,35 @@ def register_version(
     client.set_terminated(run_id, status="FINISHED")
     log.info("registered %s version %s (run %s) as %s", model, version.version, run_id, alias)
     return RegisteredVersion(model, int(version.version), run_id, str_tags)
+
+
+def _log_training_data(client: MlflowClient, run_id: str, path: Path) -> None:
+    import tempfile
+
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    frame = (
+        pd.read_csv(path)
+        if suffix == ".csv"
+        else pd.read_json(path, lines=True)
+        if suffix in (".json", ".jsonl")
+        else pd.read_parquet(path)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        frame[["text", "label"]].to_parquet(Path(tmp) / TRAINING_DATA_FILE, index=False)
+        client.log_artifacts(run_id, tmp, TRAINING_DATA_PATH)
+
+
+def training_snapshot(client: MlflowClient, model: str, version: int, dest: Path) -> Path | None:
+    """The rows ``version`` was trained on, downloaded to ``dest``; None for versions registered without them."""
+    run_id = client.get_model_version(model, str(version)).run_id
+    if not any(
+        a.path.endswith(TRAINING_DATA_FILE) for a in client.list_artifacts(run_id, TRAINING_DATA_PATH)
+    ):
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, f"{TRAINING_DATA_PATH}/{TRAINING_DATA_FILE}", str(dest)))
 
 
 def alias_version(client: MlflowClient, model: str, alias: str) -> int | None:

@@ -67,7 +67,7 @@ def bootstrap(
     mark = time.monotonic()
     client = MlflowClient(tracking_uri=settings.mlflow_url, registry_uri=settings.mlflow_url)
     version = registry.register_version(
-        client, entry.name, serving_dir=artifact, checkpoint_dir=checkpoint,
+        client, entry.name, serving_dir=artifact, checkpoint_dir=checkpoint, training_data=Path(entry.train_data),
         tags={"trigger": "bootstrap", "train_data": entry.train_data, "parent_version": ""},
     )  # fmt: skip
     timings["register_s"] = time.monotonic() - mark

@@ -55,20 +55,24 @@ def data_quality(entry: ModelEntry, ws: Workspace) -> dict:
     return summary
 
 
-def drift(entry: ModelEntry, ws: Workspace, metrics_dir: Path | None = None) -> dict:
+def drift(
+    entry: ModelEntry, ws: Workspace, metrics_dir: Path | None = None, reference: str | None = None
+) -> dict:
     """Compare the window with the champion's training data: text features and the label mix.
 
-    The reference's labels are the true labels the champion learned; the window's are the champion's
+    ``reference`` is the champion's training snapshot (default: the model's ``train_data``). The
+    reference's labels are the true labels the champion learned; the window's are the champion's
     predictions, so a shift there is prediction drift. Writes JSON and HTML reports and exports the
     scores as Prometheus gauges.
     """
     from monitoring.drift import DriftConfig, check_drift
     from monitoring.report import render_html
 
+    source = reference or entry.train_data
     try:
-        reference = _read_table(entry.train_data)[["text", "label"]]
+        reference = _read_table(source)[["text", "label"]]
     except (FileNotFoundError, KeyError) as exc:
-        raise PipelineDataError(f"{entry.name}: reference data {entry.train_data} unusable: {exc}") from exc
+        raise PipelineDataError(f"{entry.name}: reference data {source} unusable: {exc}") from exc
     window = pd.read_parquet(ws.window)
     current = window[["text", "label"]] if len(window) else pd.DataFrame({"text": [], "label": []})
     config = DriftConfig.from_thresholds(entry.thresholds, columns=("text", "label"), use_tokenizer=True)
@@ -112,7 +116,13 @@ def _read_table(path: str) -> pd.DataFrame:
 
 
 def split_for_training(
-    entry: ModelEntry, ws: Workspace, *, eval_fraction: float = 0.25, replay_ratio: float = 0.5, seed: int = 0
+    entry: ModelEntry,
+    ws: Workspace,
+    *,
+    reference: str | None = None,
+    eval_fraction: float = 0.25,
+    replay_ratio: float = 0.5,
+    seed: int = 0,
 ) -> dict:
     """Training and evaluation rows for a fine-tune on the new traffic.
 
@@ -130,7 +140,7 @@ def split_for_training(
     shuffled = labelled.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     n_eval = max(4, int(len(shuffled) * eval_fraction))
     evaluation, new_train = shuffled.iloc[:n_eval], shuffled.iloc[n_eval:]
-    reference = _read_table(entry.train_data)[["text", "label"]]
+    reference = _read_table(reference or entry.train_data)[["text", "label"]]
     n_replay = min(len(reference), int(len(new_train) * replay_ratio))
     replay = reference.sample(n=n_replay, random_state=seed) if n_replay else reference.iloc[:0]
     replay = replay[~replay["text"].isin(evaluation["text"])]

@@ -54,7 +54,7 @@ def lineage_tags(
 def register(client, entry: ModelEntry, ws: Workspace, *, checkpoint: Path, tags: dict, metrics: dict) -> int:
     version = registry.register_version(
         client, entry.name, serving_dir=ws.artifact, checkpoint_dir=checkpoint, reports_dir=ws.reports,
-        tags=tags, metrics=metrics,
+        training_data=ws.train, tags=tags, metrics=metrics,
     )  # fmt: skip
     return version.version
 

@@ -74,6 +74,17 @@ class TestRegistry:
         assert registry.alias_version(client, model, registry.CHAMPION) == 1
         assert registry.get_version(client, model, 2).tags["rolled_back_by"] == "carol"
 
+    def test_training_snapshot_round_trips(self, client: MlflowClient, tmp_path: Path) -> None:
+        import pandas as pd
+
+        data = tmp_path / "train.csv"
+        pd.DataFrame({"text": ["a b", "c d"], "label": ["x", "y"], "extra": [1, 2]}).to_csv(data, index=False)
+        version = registry.register_version(client, "regsnap", serving_dir=_artifact(tmp_path, "s"), training_data=data)
+        snapshot = registry.training_snapshot(client, "regsnap", version.version, tmp_path / "snap")
+        assert pd.read_parquet(snapshot).to_dict("list") == {"text": ["a b", "c d"], "label": ["x", "y"]}
+        bare = registry.register_version(client, "regsnap", serving_dir=_artifact(tmp_path, "t"))
+        assert registry.training_snapshot(client, "regsnap", bare.version, tmp_path / "snap2") is None
+
     def test_nothing_deployable_is_refused(self, client: MlflowClient, tmp_path: Path) -> None:
         empty = tmp_path / "empty"
         empty.mkdir()
