@@ -94,3 +94,83 @@ def test_dag_files_have_no_hard_coded_addresses() -> None:
     for path in Path(REPO_ROOT / "dags").glob("*.py"):
         text = path.read_text()
         assert "127.0.0.1" not in text and "localhost" not in text, path
+
+
+class TestOutcome:
+    @pytest.mark.parametrize(
+        ("states", "outcome"),
+        [
+            ({"promote": "success", "rollback": "skipped"}, "deployed"),
+            ({"promote": "skipped", "rollback": "success", "canary_failed": "success"}, "rolled_back"),
+            ({"record_no_drift": "success", "drift": "success", "prepare_training": "skipped"}, "no_drift"),
+            ({"record_rejection": "success", "compile": "skipped"}, "rejected_by_evaluation"),
+            ({"approval": "success", "hot_swap": "skipped"}, "rejected_by_human"),
+            ({"dry_run_gate": "success", "approval": "skipped"}, "dry_run"),
+            ({"prepare_training": "skipped", "data_quality": "success"}, "nothing_to_do"),
+            ({"fine_tune": "failed", "evaluate": "upstream_failed"}, "failed"),
+            ({"promote": "success", "hot_swap": "success", "canary": "failed"}, "failed"),
+        ],
+    )
+    def test_outcome_from_task_states(self, states: dict, outcome: str) -> None:
+        from operators.pipeline_dag import _outcome
+
+        assert _outcome({**states, "finish": "running"}, lambda **_: None) == outcome
+
+
+class TestTransientOnly:
+    def test_transient_errors_are_retried_others_fail_at_once(self) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from operators.pipeline_dag import transient_only
+        from pitcrew.serving.errors import TritonUnavailableError
+
+        def raises(exc: BaseException):
+            return transient_only(lambda: (_ for _ in ()).throw(exc))
+
+        with pytest.raises(TritonUnavailableError):  # Airflow retries it with backoff
+            raises(TritonUnavailableError("down"))()
+        with pytest.raises(AirflowFailException, match="ValueError: bad rows"):  # no retry
+            raises(ValueError("bad rows"))()
+
+
+class TestValidateRequest:
+    @pytest.fixture
+    def request_with(self, monkeypatch: pytest.MonkeyPatch):
+        import types
+
+        import operators.pipeline_dag as pipeline_dag
+        from pitcrew.models_file import ModelEntry
+
+        entry = ModelEntry(name="alpha", train_data="t", inference_log="l", feedback="f", labels=LABELS)
+        monkeypatch.setattr(pipeline_dag, "_entry", lambda model: entry)
+
+        def call(conf: dict, **params: object) -> dict:
+            context = {"dag_run": types.SimpleNamespace(conf=conf), "params": params}
+            monkeypatch.setattr(pipeline_dag, "get_current_context", lambda: context)
+            return pipeline_dag.validate_request("alpha")
+
+        return call
+
+    def test_alert_conf_is_accepted(self, request_with) -> None:
+        alert = {"name": "ModelUnknownTokenSpike", "fingerprint": "f1", "starts_at": "2026-11-22T00:00:00Z"}
+        request = request_with({"model": "alpha", "trigger": "alert", "alert": alert}, dry_run=True)
+        assert (
+            request["trigger"] == "alert" and request["dry_run"] is True and request["window_hours"] == 24.0
+        )
+
+    @pytest.mark.parametrize(
+        ("conf", "message"),
+        [
+            ({"model": "beta"}, "maintains 'alpha'; the run asked for model 'beta'"),
+            ({"trigger": "cron"}, "conf.trigger must be"),
+            (
+                {"trigger": "alert", "alert": {"name": "X"}},
+                "missing required key\\(s\\): fingerprint, starts_at",
+            ),
+        ],
+    )
+    def test_bad_conf_fails_with_the_reason(self, request_with, conf: dict, message: str) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        with pytest.raises(AirflowFailException, match=message):
+            request_with(conf)
