@@ -364,7 +364,7 @@ def finish(model: str) -> dict:
     by_run = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])  # {run_id: {task_id: state}}
     states = by_run.get(ti.run_id, {})
     pull = ti.xcom_pull
-    outcome = _outcome(states, pull)
+    outcome = _outcome(states)
     trained = pull(task_ids="fine_tune") or {}
     request = pull(task_ids="validate_request") or {}
     alert_to_deploy = None
@@ -391,7 +391,7 @@ def finish(model: str) -> dict:
     return summary
 
 
-def _outcome(states: dict[str, Any], pull: Callable[..., Any]) -> str:
+def _outcome(states: dict[str, Any]) -> str:
     def state(task_id: str) -> str:
         return str(states.get(task_id) or "")
 

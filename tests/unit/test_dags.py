@@ -114,7 +114,7 @@ class TestOutcome:
     def test_outcome_from_task_states(self, states: dict, outcome: str) -> None:
         from operators.pipeline_dag import _outcome
 
-        assert _outcome({**states, "finish": "running"}, lambda **_: None) == outcome
+        assert _outcome({**states, "finish": "running"}) == outcome
 
 
 class TestTransientOnly:
