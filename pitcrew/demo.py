@@ -161,24 +161,10 @@ def demo_settings(settings):
     the demo must finish in minutes, so its Prometheus and Alertmanager get the same rules with the
     windows of :data:`DEMO_WINDOWS`, ``for: 20s`` and short grouping waits. Thresholds are unchanged.
     """
-    import shutil
+    from pitcrew.alerts.localstack import write_fast_deploy
 
-    import yaml
-
-    target = settings.home_dir / "demo" / "deploy"
-    shutil.copytree(settings.deploy_dir, target, dirs_exist_ok=True)
-    for rules_path in (target / "prometheus" / "rules").glob("*.yml"):
-        rules = yaml.safe_load(rules_path.read_text())
-        for group in rules.get("groups", []):
-            group["interval"] = "5s"
-            for rule in group.get("rules", []):
-                for long, short in DEMO_WINDOWS.items():
-                    rule["expr"] = str(rule["expr"]).replace(long, short)
-                if "alert" in rule:
-                    rule["for"] = "20s"
-        rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
-    am_path = target / "alertmanager" / "alertmanager.yml"
-    am = yaml.safe_load(am_path.read_text())
-    am["route"].update({"group_wait": "2s", "group_interval": "10s"})
-    am_path.write_text(yaml.safe_dump(am, sort_keys=False))
+    target = write_fast_deploy(
+        settings.home_dir / "demo" / "deploy", source=settings.deploy_dir, rule_for_s=20, interval_s=5,
+        repeat_s=4 * 3600, group_wait_s=2, group_interval_s=10, windows=DEMO_WINDOWS,
+    )  # fmt: skip
     return settings.model_copy(update={"deploy_dir": target})

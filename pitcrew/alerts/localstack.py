@@ -46,7 +46,9 @@ standin_maintenance()
 '''
 
 
-def write_dags_folder(folder: Path, models: tuple[str, ...] = ("textclf",), extra: tuple[Path, ...] = ()) -> Path:
+def write_dags_folder(
+    folder: Path, models: tuple[str, ...] = ("textclf",), extra: tuple[Path, ...] = ()
+) -> Path:
     """A DAGs folder with one stand-in maintenance DAG per model, plus copies of ``extra`` DAG files."""
     folder.mkdir(parents=True, exist_ok=True)
     for model in models:
@@ -56,20 +58,42 @@ def write_dags_folder(folder: Path, models: tuple[str, ...] = ("textclf",), extr
     return folder
 
 
-def write_fast_deploy(target: Path, *, rule_for_s: int = 1, interval_s: int = 1, repeat_s: int = 2) -> Path:
-    """Copy ``deploy/`` to ``target`` with rule ``for:`` and group intervals in seconds."""
-    shutil.copytree(REPO_ROOT / "deploy", target, dirs_exist_ok=True)
-    rules_path = target / "prometheus" / "rules" / "pitcrew.yml"
-    rules = yaml.safe_load(rules_path.read_text())
-    for group in rules["groups"]:
-        group["interval"] = f"{interval_s}s"
-        for rule in group["rules"]:
-            if "alert" in rule:
-                rule["for"] = f"{rule_for_s}s"
-    rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
+def write_fast_deploy(
+    target: Path,
+    *,
+    rule_for_s: int = 1,
+    interval_s: int = 1,
+    repeat_s: int = 2,
+    group_wait_s: int = 1,
+    group_interval_s: int = 1,
+    windows: dict[str, str] | None = None,
+    source: Path | None = None,
+) -> Path:
+    """Copy ``deploy/`` (or ``source``) to ``target`` with rule ``for:`` and group timings in seconds.
+
+    :param windows: range selectors to replace in every rule expression, e.g. ``{"[6h]": "[20m]"}``, for
+        a demo that runs on compressed time; thresholds are never changed.
+    """
+    shutil.copytree(source or REPO_ROOT / "deploy", target, dirs_exist_ok=True)
+    for rules_path in (target / "prometheus" / "rules").glob("*.yml"):
+        rules = yaml.safe_load(rules_path.read_text())
+        for group in rules["groups"]:
+            group["interval"] = f"{interval_s}s"
+            for rule in group["rules"]:
+                for long, short in (windows or {}).items():
+                    rule["expr"] = str(rule["expr"]).replace(long, short)
+                if "alert" in rule:
+                    rule["for"] = f"{rule_for_s}s"
+        rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
     am_path = target / "alertmanager" / "alertmanager.yml"
     am = yaml.safe_load(am_path.read_text())
-    am["route"].update({"group_wait": "1s", "group_interval": "1s", "repeat_interval": f"{repeat_s}s"})
+    am["route"].update(
+        {
+            "group_wait": f"{group_wait_s}s",
+            "group_interval": f"{group_interval_s}s",
+            "repeat_interval": f"{repeat_s}s",
+        }
+    )
     am_path.write_text(yaml.safe_dump(am, sort_keys=False))
     return target
 

@@ -88,11 +88,7 @@ def backend(tmp_path_factory):
     sys.modules.pop("triton_python_backend_utils", None)
 
 
-@pytest.fixture(scope="module")
-def model(backend):
-    module, root = backend
-    config = {"parameters": {"inference_log_uri": {"string_value": str(root / "log")},
-                             "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
+def _initialized(module, root, config: dict):
     instance = module.TritonPythonModel()
     instance.initialize(
         {
@@ -102,6 +98,15 @@ def model(backend):
             "model_repository": str(root / "repo"),
         }  # fmt: skip
     )
+    return instance
+
+
+@pytest.fixture(scope="module")
+def model(backend):
+    module, root = backend
+    config = {"parameters": {"inference_log_uri": {"string_value": str(root / "log")},
+                             "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
+    instance = _initialized(module, root, config)
     yield instance
     instance.finalize()
 
@@ -197,15 +202,7 @@ def test_inference_log_failure_is_counted_and_the_request_served(backend, tmp_pa
     blocker.write_text("a file where the log folder must go")
     config = {"parameters": {"inference_log_uri": {"string_value": str(blocker / "log")},
                              "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
-    instance = module.TritonPythonModel()
-    instance.initialize(
-        {
-            "model_config": json.dumps(config),
-            "model_name": "textclf",
-            "model_version": "1",
-            "model_repository": str(root / "repo"),
-        }  # fmt: skip
-    )
+    instance = _initialized(module, root, config)
     response = instance.execute([_Request(["my invoice"])])[0]
     assert response.error is None
     instance.finalize()  # flushes: the write fails and is counted, nothing raises
