@@ -97,7 +97,8 @@ def pitcrew_worker(data: Path, repeats: int) -> dict:
     import pyarrow as pa
     from scipy import stats
 
-    from monitoring.drift import DriftConfig, check_drift
+    from monitoring.drift import check_drift
+    from monitoring.drift_config import DriftConfig
     from monitoring.profile import ReferenceProfile
 
     baseline = _status_bytes("VmRSS")

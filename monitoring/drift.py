@@ -1,11 +1,12 @@
 """Drift check between a reference (the champion's training snapshot) and a current window.
 
 Per column: numeric → two-sample Kolmogorov–Smirnov; categorical → chi-squared on the aligned
-category counts; text → KS on derived features (length, tokens, unknown-token rate); embeddings →
-MMD permutation test. P-values are corrected across columns (BH or Bonferroni). A column drifts
-only when its corrected p-value is below alpha *and* its effect size clears a threshold, so a
-negligible shift on a huge window does not count. Too little data is reported as such, never as
-"no drift".
+category counts; text → KS on derived features (length, tokens, unknown-token rate). P-values
+are corrected across columns (BH or Bonferroni). A column drifts only when its corrected p-value is
+below alpha *and* its effect size clears a threshold, so a negligible shift on a huge window does
+not count. Too little data is reported as such, never as "no drift".
+
+What is compared and how is set by :class:`monitoring.drift_config.DriftConfig`.
 """
 
 from __future__ import annotations
@@ -19,77 +20,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from monitoring.drift_config import DriftConfig, prepare_frame
 from monitoring.effect_sizes import (
     jensen_shannon_distance,
     normalised_wasserstein,
     population_stability_index,
 )
-from monitoring.embedding import mmd_test
-from monitoring.errors import DriftInputError
 from monitoring.ks import ks_test
-from monitoring.multiple_testing import Correction, adjust_pvalues
+from monitoring.multiple_testing import adjust_pvalues
 from monitoring.profile import (
     ColumnProfile,
-    Kind,
     ReferenceProfile,
     category_counts,
     counts_between,
     histogram,
-    is_numeric,
     numeric_values,
 )
-from monitoring.text_features import load_tokenizer, text_features
 
 Decision = Literal["drift", "no_drift", "insufficient_data"]
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """How a drift check decides. Defaults follow common practice; each says why."""
-
-    alpha: float = 0.05  # family-wise / FDR level of the whole check, not per column
-    correction: Correction = "bh"  # BH keeps power with many columns; "bonferroni" is stricter
-    require_effect: bool = True  # significant AND large enough: huge windows make everything significant
-    numeric_effect_threshold: float = 0.1  # Wasserstein / reference std (Evidently's default too)
-    categorical_effect_threshold: float = 0.1  # Jensen–Shannon distance, base 2
-    embedding_effect_threshold: float = 0.01  # MMD² with an RBF kernel; noise level is ~1e-3 at 500 rows
-    min_rows: int = 100  # fewer non-missing values on either side → "insufficient_data"
-    columns: tuple[str, ...] | None = None  # None: every reference column not ignored
-    ignore: tuple[str, ...] = ("request_id", "timestamp", "version", "model")
-    categorical_columns: tuple[str, ...] = ()  # numeric-looking codes to treat as categories
-    text_columns: tuple[str, ...] = ("text",)  # used when present in the reference
-    tokenizer_path: str | None = None  # tokenizer.json or its folder; None: no unknown-token rate
-    use_tokenizer: bool = False  # True with tokenizer_path None: the packaged MiniLM tokenizer
-    mmd_permutations: int = 200
-    mmd_max_samples: int = 500
-    workers: int = 2  # threads over columns; numpy sorts and merges release the GIL
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise DriftInputError(f"alpha must lie in (0, 1), got {self.alpha}")
-        if self.correction not in ("bh", "bonferroni", "none"):
-            raise DriftInputError(f"correction must be 'bh', 'bonferroni' or 'none', got {self.correction!r}")
-        if self.min_rows < 2:
-            raise DriftInputError(f"min_rows must be at least 2, got {self.min_rows}")
-
-    @classmethod
-    def from_thresholds(cls, thresholds: Any, **overrides: Any) -> DriftConfig:
-        """From a models-file entry's ``thresholds`` (drift_alpha, drift_min_effect, min_window_rows)."""
-        values = {
-            "alpha": thresholds.drift_alpha,
-            "numeric_effect_threshold": thresholds.drift_min_effect,
-            "categorical_effect_threshold": thresholds.drift_min_effect,
-            "min_rows": thresholds.min_window_rows,
-        }
-        return cls(**{**values, **overrides})
-
-    def effect_threshold(self, kind: str) -> float:
-        return {
-            "numeric": self.numeric_effect_threshold,
-            "categorical": self.categorical_effect_threshold,
-            "embedding": self.embedding_effect_threshold,
-        }[kind]
 
 
 @dataclass
@@ -147,79 +95,6 @@ class DriftReport:
         }
 
 
-# Column selection ------------------------------------------------------------------------------
-def _selected(frame: pd.DataFrame, config: DriftConfig) -> list[str]:
-    if config.columns is not None:
-        missing = [c for c in config.columns if c not in frame.columns]
-        if missing:
-            raise DriftInputError(f"configured column(s) not in the reference: {', '.join(missing)}")
-        return list(config.columns)
-    return [c for c in frame.columns if c not in config.ignore]
-
-
-def _tokenizer_path(config: DriftConfig) -> str | None:
-    if config.tokenizer_path is not None:
-        return config.tokenizer_path
-    if config.use_tokenizer:
-        from training.tiny import minilm_dir
-
-        return str(minilm_dir())
-    return None
-
-
-def prepare_frame(
-    frame: pd.DataFrame,
-    config: DriftConfig,
-    kinds: dict[str, Kind] | None,
-    tokenizer_path: str | None = None,
-    text_columns: Sequence[str] | None = None,
-) -> tuple[dict[str, pd.Series], dict[str, Kind], str | None]:
-    """Select columns, expand text columns into features and decide each column's kind.
-
-    Returns the columns as a dict of Series, not a DataFrame: building a frame would consolidate
-    (copy) every numeric column into one block.
-
-    With ``kinds`` None (the reference) kinds are inferred; otherwise (the current window) the
-    frame must provide every profiled column with a compatible dtype.
-    """
-    text_columns = tuple(config.text_columns if text_columns is None else text_columns)
-    if kinds is None:
-        names = _selected(frame, config)
-        tokenizer_path = _tokenizer_path(config)
-    else:
-        sources = [n.rsplit(".", 1)[0] if n.rsplit(".", 1)[0] in text_columns else n for n in kinds]
-        names = list(dict.fromkeys(sources))
-        missing = [n for n in names if n not in frame.columns]
-        if missing:
-            raise DriftInputError(f"column(s) missing from the current window: {', '.join(missing)}")
-    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
-    parts: dict[str, pd.Series] = {}
-    inferred: dict[str, Kind] = {}
-    for name in names:
-        series = frame[name]
-        if name in text_columns:
-            features = text_features(series, tokenizer)
-            for feature in features.columns:
-                parts[f"{name}.{feature}"] = features[feature]
-                inferred[f"{name}.{feature}"] = "numeric"
-            continue
-        parts[name] = series
-        inferred[name] = "numeric" if is_numeric(series) and name not in config.categorical_columns else "categorical"
-    if kinds is not None:
-        bad = [
-            f"{n} (reference {kinds[n]}, current {inferred[n]}: {frame[n].dtype})"
-            for n in kinds
-            if n in inferred and inferred[n] != kinds[n]
-        ]
-        if bad:
-            raise DriftInputError(f"incompatible dtype(s): {'; '.join(bad)}")
-        lost = [n for n in kinds if n not in inferred]
-        if lost:
-            raise DriftInputError(f"column(s) missing from the current window: {', '.join(lost)}")
-        inferred = dict(kinds)
-    return parts, inferred, tokenizer_path
-
-
 # Per-column tests ------------------------------------------------------------------------------
 def _insufficient(ref: ColumnProfile, n_current: int, missing_current: int, test: str, measure: str) -> ColumnResult:
     return ColumnResult(
@@ -272,20 +147,6 @@ def _test_categorical(ref: ColumnProfile, series: pd.Series, min_rows: int) -> C
     )
 
 
-def _test_embeddings(reference: np.ndarray, current: np.ndarray, config: DriftConfig) -> ColumnResult:
-    n_ref, n_cur = len(reference), len(current)
-    if min(n_ref, n_cur) < min(config.min_rows, config.mmd_max_samples):
-        return ColumnResult(column="embedding", kind="embedding", test="mmd", statistic=None, p_value=None,
-                            effect_size=None, effect_measure="mmd2", status="insufficient_data",
-                            n_reference=n_ref, n_current=n_cur)
-    result = mmd_test(reference, current, n_permutations=config.mmd_permutations,
-                      max_samples=config.mmd_max_samples, seed=config.seed)
-    return ColumnResult(column="embedding", kind="embedding", test="mmd", statistic=result.mmd2,
-                        p_value=result.pvalue, effect_size=result.mmd2, effect_measure="mmd2",
-                        effect_sizes={"mmd2": result.mmd2, "bandwidth": result.bandwidth},
-                        n_reference=n_ref, n_current=n_cur)
-
-
 # The check -------------------------------------------------------------------------------------
 def _decide(columns: list[ColumnResult], config: DriftConfig) -> tuple[Decision, str]:
     tested = [c for c in columns if c.status == "tested"]
@@ -318,9 +179,6 @@ def check_drift(
     reference: pd.DataFrame | ReferenceProfile,
     current: pd.DataFrame,
     config: DriftConfig | None = None,
-    *,
-    reference_embeddings: np.ndarray | None = None,
-    current_embeddings: np.ndarray | None = None,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` (a frame, or a profile fitted once and reused).
 
@@ -328,8 +186,6 @@ def check_drift(
     """
     config = config or DriftConfig()
     profile = reference if isinstance(reference, ReferenceProfile) else ReferenceProfile.fit(reference, config)
-    if (reference_embeddings is None) != (current_embeddings is None):
-        raise DriftInputError("embedding drift needs embeddings for both the reference and the current window")
     frame, kinds, _ = prepare_frame(current, config, profile.kinds, profile.tokenizer_path, profile.text_columns)
     if len(current) < config.min_rows:
         return DriftReport(
@@ -348,8 +204,6 @@ def check_drift(
             columns = list(pool.map(run, names))
     else:
         columns = [run(n) for n in names]
-    if reference_embeddings is not None:
-        columns.append(_test_embeddings(reference_embeddings, current_embeddings, config))
     decision, reason = _decide(columns, config)
     return DriftReport(decision=decision, reason=reason, columns=columns, config=config,
                        n_reference=profile.n_rows, n_current=len(current))

@@ -29,10 +29,10 @@ class DriftMetrics:
         self.p_value_adjusted = Gauge("pitcrew_drift_p_value_adjusted",
                                       "P-value after multiple-testing correction across columns.",
                                       per_column, registry=self.registry)
-        self.statistic = Gauge("pitcrew_drift_statistic", "Test statistic (KS D, chi-squared, MMD²).",
+        self.statistic = Gauge("pitcrew_drift_statistic", "Test statistic (KS D or chi-squared).",
                                per_column, registry=self.registry)
         self.effect_size = Gauge("pitcrew_drift_effect_size",
-                                 "Effect size (normalised Wasserstein, Jensen–Shannon distance or MMD²).",
+                                 "Effect size (normalised Wasserstein or Jensen–Shannon distance).",
                                  per_column, registry=self.registry)
         self.column_drifted = Gauge("pitcrew_drift_column_drifted", "1 if the column drifted, else 0.",
                                     per_column, registry=self.registry)

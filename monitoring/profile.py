@@ -10,18 +10,17 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from monitoring.drift_config import DriftConfig, Kind, prepare_frame
 from monitoring.errors import DriftInputError, ProfileFormatError
 
 FORMAT_VERSION = 1
 #: Bins of the PSI: reference deciles.
 PSI_BINS = 10
-
-Kind = Literal["numeric", "categorical"]
 
 
 @dataclass
@@ -42,10 +41,6 @@ class ColumnProfile:
     def n(self) -> int:
         """Non-missing values."""
         return int(self.sorted_values.size if self.kind == "numeric" else self.counts.sum())
-
-
-def is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
 
 
 def numeric_values(series: pd.Series) -> tuple[np.ndarray, int]:
@@ -121,10 +116,8 @@ class ReferenceProfile:
     tokenizer_path: str | None = None
 
     @classmethod
-    def fit(cls, reference: pd.DataFrame, config: Any = None) -> ReferenceProfile:
-        """Profile ``reference`` with the column choices of a :class:`monitoring.drift.DriftConfig`."""
-        from monitoring.drift import DriftConfig, prepare_frame
-
+    def fit(cls, reference: pd.DataFrame, config: DriftConfig | None = None) -> ReferenceProfile:
+        """Profile ``reference`` with the column choices of a :class:`monitoring.drift_config.DriftConfig`."""
         config = config or DriftConfig()
         frame, kinds, tokenizer_path = prepare_frame(reference, config, kinds=None)
         if not kinds:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pretrained import minilm_dir
+
 #: Names of the derived features, suffixed to the text column name (``text.length`` ...).
 FEATURES = ("length", "tokens", "unk_rate")
 
@@ -24,8 +26,6 @@ def load_tokenizer(path: str | None = None) -> Any:
     from tokenizers import Tokenizer
 
     if path is None:
-        from training.tiny import minilm_dir
-
         path = str(minilm_dir())
     file = Path(path)
     if file.is_dir():

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -32,35 +32,74 @@ from training.tensorrt_build import (
     unavailable_reason,
 )
 
+#: The serving runtimes written into serving.json, and the TensorRT build modes.
+Runtime = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
+TensorRTMode = Literal["auto", "off", "require"]
+
 
 @dataclass
 class CompileConfig:
-    """Inputs and tolerances; the tolerances are the issue's parity budget."""
+    """Inputs and tolerances; the tolerances are the issue's parity budget.
 
-    model_dir: Path
-    output_dir: Path
-    eval_data: Path | None = None  # parity rows; the golden set is used too
-    golden_data: Path | None = None  # what golden.json answers for (hot-swap verification); default: eval rows
-    max_length: int = 128
-    opset: int = 18
-    runtime: str = "python-onnxruntime"
-    tensorrt: str = "auto"  # auto: build when possible | off | require: fail if it cannot be built
-    profile: OptimizationProfile = field(default_factory=OptimizationProfile)
-    parity_rows: int = 1024  # cap, so compile time stays bounded on large eval sets
-    fallback_golden_rows: int = 64  # golden.json from the first eval rows when no golden set is given
-    parity_batch_size: int = 32
-    onnx_max_abs_diff: float = 1e-4
-    onnx_min_agreement: float = 1.0
-    trt_max_abs_diff: float = 1e-2
-    trt_min_agreement: float = 0.999
-    text_column: str = "text"
-    label_column: str = "label"
-    overwrite: bool = False
+    ``metadata["help"]`` of each field is its help in ``python -m training compile`` (flags built from this
+    class by ``transformers.HfArgumentParser``); ``profile`` has its own flags there (``--trt-batch``,
+    ``--trt-sequence``).
+    """
+
+    model_dir: Path = field(metadata={"help": "fine-tuned model folder"})
+    output_dir: Path = field(metadata={"help": "artifact folder (docs/model-artifact.md)"})
+    eval_data: Path | None = field(
+        default=None, metadata={"help": "rows to check parity on; the golden set is used too"}
+    )
+    golden_data: Path | None = field(
+        default=None,
+        metadata={
+            "help": "golden set, what golden.json answers for (hot-swap verification); "
+            "default: the first eval rows"
+        },
+    )
+    max_length: int = field(
+        default=128, metadata={"help": "tokenizer truncation length (goes into serving.json)"}
+    )
+    opset: int = field(default=18, metadata={"help": "ONNX opset"})
+    runtime: Runtime = field(
+        default="python-onnxruntime", metadata={"help": "serving runtime written into serving.json"}
+    )
+    tensorrt: TensorRTMode = field(
+        default="auto",
+        metadata={
+            "help": "auto: build an engine when CUDA and TensorRT exist; off; "
+            "require: fail if it cannot be built"
+        },
+    )
+    profile: OptimizationProfile = field(
+        default_factory=OptimizationProfile, metadata={"help": "TensorRT optimisation profile"}
+    )
+    parity_rows: int = field(
+        default=1024,
+        metadata={"help": "cap on parity rows, so compile time stays bounded on large eval sets"},
+    )
+    fallback_golden_rows: int = field(
+        default=64,
+        metadata={"help": "golden.json from this many first eval rows when no golden set is given"},
+    )
+    parity_batch_size: int = field(default=32, metadata={"help": "batch size of the parity runs"})
+    onnx_max_abs_diff: float = field(
+        default=1e-4, metadata={"help": "ONNX parity: max |Δlogit| against torch"}
+    )
+    onnx_min_agreement: float = field(default=1.0, metadata={"help": "ONNX parity: min argmax agreement"})
+    trt_max_abs_diff: float = field(default=1e-2, metadata={"help": "TensorRT fp16 parity: max |Δlogit|"})
+    trt_min_agreement: float = field(
+        default=0.999, metadata={"help": "TensorRT fp16 parity: min argmax agreement"}
+    )
+    text_column: str = field(default="text", metadata={"help": "name of the text column"})
+    label_column: str = field(default="label", metadata={"help": "name of the label column"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output folder"})
 
     def __post_init__(self) -> None:
-        if self.tensorrt not in ("auto", "off", "require"):
+        if self.tensorrt not in get_args(TensorRTMode):
             raise ValueError(f"tensorrt must be auto, off or require, got {self.tensorrt!r}")
-        if self.runtime not in ("python-onnxruntime", "onnxruntime", "tensorrt"):
+        if self.runtime not in get_args(Runtime):
             raise ValueError(f"unknown runtime {self.runtime!r}")
         if self.runtime == "tensorrt" and self.tensorrt == "off":
             raise ValueError("runtime 'tensorrt' needs the TensorRT build (tensorrt != off)")

@@ -20,21 +20,38 @@ from training.metrics import McNemarResult, classification_metrics, mcnemar
 
 @dataclass
 class EvaluateConfig:
-    """Gate settings; defaults follow DESIGN.md: a challenger must beat or match the champion."""
+    """Gate settings; defaults follow docs/design.md, "Approvals": a challenger must beat or match the champion.
 
-    challenger: Path
-    eval_data: Path
-    champion: Path | None = None
-    golden_data: Path | None = None
-    min_gain: float = 0.0  # challenger accuracy minus champion accuracy on the eval set must reach this
-    alpha: float = 0.05  # McNemar significance level
-    require_significance: bool = False  # also demand p < alpha for a positive gain
-    max_golden_drop: float = 0.0  # golden-set accuracy may not fall more than this below the champion's
-    min_accuracy: float = 0.0  # absolute floor, the only bar when there is no champion
-    max_length: int = 128
-    batch_size: int = 64
-    text_column: str = "text"
-    label_column: str = "label"
+    ``metadata["help"]`` of each field is its help in ``python -m training evaluate`` (flags built from this
+    class by ``transformers.HfArgumentParser``).
+    """
+
+    challenger: Path = field(metadata={"help": "fine-tuned challenger folder"})
+    eval_data: Path = field(metadata={"help": "eval data with text and label columns"})
+    champion: Path | None = field(
+        default=None, metadata={"help": "current champion folder (omit for the first model)"}
+    )
+    golden_data: Path | None = field(
+        default=None, metadata={"help": "fixed golden set with text and label columns"}
+    )
+    min_gain: float = field(
+        default=0.0,
+        metadata={"help": "challenger accuracy minus champion accuracy on the eval set must reach this"},
+    )
+    alpha: float = field(default=0.05, metadata={"help": "McNemar significance level"})
+    require_significance: bool = field(
+        default=False, metadata={"help": "also demand p < alpha for a positive gain"}
+    )
+    max_golden_drop: float = field(
+        default=0.0, metadata={"help": "golden-set accuracy may not fall more than this below the champion's"}
+    )
+    min_accuracy: float = field(
+        default=0.0, metadata={"help": "absolute eval-accuracy floor, the only bar when there is no champion"}
+    )
+    max_length: int = field(default=128, metadata={"help": "tokenizer truncation length"})
+    batch_size: int = field(default=64, metadata={"help": "inference batch size"})
+    text_column: str = field(default="text", metadata={"help": "name of the text column"})
+    label_column: str = field(default="label", metadata={"help": "name of the label column"})
 
 
 @dataclass

@@ -16,50 +16,101 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from pretrained import MINILM
 from training.data import LabelledText, load_feedback_join, load_labelled
 from training.errors import DataError, NonFiniteLossError
-from training.inference import MINILM, batched_logits, load_classifier, resolve_model_source, softmax
+from training.inference import batched_logits, load_classifier, resolve_model_source, softmax
 from training.metrics import classification_metrics
 from training.mlflow_sink import MetricsSink
 
 
 @dataclass
 class FinetuneConfig:
-    """Everything one fine-tuning run needs; defaults suit MiniLM-sized encoders on a few thousand rows."""
+    """Everything one fine-tuning run needs; defaults suit MiniLM-sized encoders on a few thousand rows.
 
-    output_dir: Path
-    train_data: Path | None = None  # Parquet/CSV/JSONL with text and label columns ...
-    inference_log: Path | None = None  # ... or the inference log joined with feedback labels
-    feedback: Path | None = None
-    eval_data: Path | None = None  # default: a seeded hold-out of eval_fraction of the training rows
-    base_model: str = MINILM  # 'minilm', a folder, or a hub id already in the local cache
-    labels: list[str] | None = None  # logit order; default: the base model's labels if they cover the data
-    text_column: str = "text"
-    label_column: str = "label"
-    max_length: int = 128  # the serving tokenizer's limit; short support messages rarely reach it
-    batch_size: int = 32
-    learning_rate: float = 5e-5  # the usual BERT fine-tuning rate
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs when set
-    eval_fraction: float = 0.1
-    eval_every: int | None = None  # steps; default once per epoch
-    early_stopping_patience: int = 2  # evaluations without improvement before stopping
-    time_budget_s: float | None = None  # stop cleanly (keeping the best weights) after this many seconds
-    checkpoint_dir: Path | None = None  # default: <output_dir>.ckpt next to the output
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI; unset means no MLflow
-    mlflow_experiment: str = "pitcrew-finetune"
-    progress: bool = True
-    overwrite: bool = False
-    extra_tags: dict[str, str] = field(default_factory=dict)
+    ``metadata["help"]`` of each field is its help in ``python -m training finetune``, whose flags
+    ``transformers.HfArgumentParser`` builds from this class; ``extra_tags`` is API-only.
+    """
+
+    output_dir: Path = field(
+        metadata={"help": "output folder (written under a temporary name, then renamed)"}
+    )
+    train_data: Path | None = field(
+        default=None,
+        metadata={"help": "training data: Parquet, CSV or JSONL with text and label columns ..."},
+    )
+    inference_log: Path | None = field(
+        default=None, metadata={"help": "... or the inference log (Parquet dataset) joined with feedback"}
+    )
+    feedback: Path | None = field(
+        default=None, metadata={"help": "feedback labels joined to inference_log on request_id"}
+    )
+    eval_data: Path | None = field(
+        default=None, metadata={"help": "eval data; default: a seeded hold-out of eval_fraction of the rows"}
+    )
+    base_model: str = field(
+        default=MINILM,
+        metadata={"help": "'minilm' (packaged), a folder, or a hub id already in the local cache"},
+    )
+    labels: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "labels in logit order; default: the base model's labels if they cover "
+            "the data, else the sorted data labels"
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "name of the text column"})
+    label_column: str = field(default="label", metadata={"help": "name of the label column"})
+    # 128: the serving tokenizer's limit; short support messages rarely reach it
+    max_length: int = field(default=128, metadata={"help": "tokenizer truncation length"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "AdamW peak learning rate (the usual BERT fine-tuning rate)"}
+    )
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW weight decay (none on biases and LayerNorm weights)"}
+    )
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps with linear warm-up"})
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training rows"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps; overrides epochs when set"}
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"help": "share of the training rows held out for eval when there is no eval_data"},
+    )
+    eval_every: int | None = field(
+        default=None, metadata={"help": "evaluate every N steps; default: once per epoch"}
+    )
+    early_stopping_patience: int = field(
+        default=2, metadata={"help": "evaluations without improvement before stopping"}
+    )
+    time_budget_s: float | None = field(
+        default=None, metadata={"help": "stop cleanly (keeping the best weights) after this many seconds"}
+    )
+    checkpoint_dir: Path | None = field(
+        default=None, metadata={"help": "checkpoint folder; default: <output_dir>.ckpt next to the output"}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "resume from the checkpoint folder if it holds one"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "auto: cuda when available, else cpu"}
+    )
+    mlflow_tracking_uri: str | None = field(
+        default=None,
+        metadata={"help": "log per-step metrics here; default: $MLFLOW_TRACKING_URI (unset: none)"},
+    )
+    mlflow_experiment: str = field(default="pitcrew-finetune", metadata={"help": "MLflow experiment name"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (--no-progress hides it)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output folder"})
+    # A dict is no CLI flag: python -m training leaves it out (training/__main__.py).
+    extra_tags: dict[str, str] = field(default_factory=dict, metadata={"help": "MLflow run tags (API only)"})
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)

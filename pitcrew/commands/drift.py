@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from monitoring.drift import DriftConfig, DriftReport, check_drift
+from monitoring.drift import DriftReport, check_drift
+from monitoring.drift_config import DriftConfig
 from monitoring.profile import ReferenceProfile
 from pitcrew.cli import CommandError
 

@@ -30,9 +30,10 @@ def bootstrap(
     """Train, compile, register and deploy version 1 (or the next free version) as the champion."""
     from mlflow import MlflowClient
 
+    from pitcrew.pipeline.training_config import finetune_config
     from pitcrew.serving.factory import base_config, check_artifact_labels, make_swapper
     from training.compile import CompileConfig, compile_model
-    from training.finetune import FinetuneConfig, finetune
+    from training.finetune import finetune
 
     started = time.monotonic()
     run_id = "bootstrap-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
@@ -41,11 +42,9 @@ def bootstrap(
 
     mark = time.monotonic()
     checkpoint = finetune(
-        FinetuneConfig(
-            output_dir=ws.challenger, train_data=Path(entry.train_data), base_model=base_model or entry.base_model,
-            labels=list(entry.labels), epochs=epochs or entry.training.epochs, learning_rate=entry.training.learning_rate,
-            batch_size=entry.training.batch_size, time_budget_s=entry.training.time_budget_s, progress=False, overwrite=True,
-            mlflow_tracking_uri=settings.mlflow_url, mlflow_experiment=f"pitcrew/{entry.name}/finetune",
+        finetune_config(
+            entry, output_dir=ws.challenger, train_data=Path(entry.train_data), base_model=base_model, epochs=epochs,
+            mlflow_tracking_uri=settings.mlflow_url,
         )
     )  # fmt: skip
     timings["fine_tune_s"] = time.monotonic() - mark

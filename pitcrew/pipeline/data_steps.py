@@ -65,7 +65,8 @@ def drift(
     predictions, so a shift there is prediction drift. Writes JSON and HTML reports and exports the
     scores as Prometheus gauges.
     """
-    from monitoring.drift import DriftConfig, check_drift
+    from monitoring.drift import check_drift
+    from monitoring.drift_config import DriftConfig
     from monitoring.report import render_html
 
     source = reference or entry.train_data

@@ -29,25 +29,19 @@ def fine_tune(
     Resumes from the checkpoint folder an interrupted attempt left behind, so a retried task does not
     start over.
     """
-    from training.finetune import FinetuneConfig, finetune
+    from pitcrew.pipeline.training_config import finetune_config
+    from training.finetune import finetune
 
     checkpoint = ws.path("finetune.ckpt")
-    config = FinetuneConfig(
+    config = finetune_config(
+        entry,
         output_dir=ws.challenger,
         train_data=ws.train,
         eval_data=ws.eval,
         base_model=base_model,
-        labels=list(entry.labels),
-        epochs=entry.training.epochs,
-        learning_rate=entry.training.learning_rate,
-        batch_size=entry.training.batch_size,
-        time_budget_s=entry.training.time_budget_s,
         checkpoint_dir=checkpoint,
         resume=checkpoint.exists(),
-        overwrite=True,
-        progress=False,
         mlflow_tracking_uri=mlflow_tracking_uri,
-        mlflow_experiment=f"pitcrew/{entry.name}/finetune",
     )
     started = time.monotonic()
     output = finetune(config)

@@ -231,8 +231,8 @@ def test_artifact_from_training_compile_deploys_and_verifies(stack, client, tmp_
     run = [sys.executable, "-m", "training"]
     subprocess.run([*run, "demo-data", "--output", str(tmp_path / "data")], check=True, capture_output=True)
     compiled = subprocess.run(
-        [*run, "compile", "--model", str(tmp_path / "hf"), "--output", str(tmp_path / "artifact"),
-         "--golden", str(tmp_path / "data" / "golden.parquet"), "--tensorrt", "off"],
+        [*run, "compile", "--model-dir", str(tmp_path / "hf"), "--output-dir", str(tmp_path / "artifact"),
+         "--golden-data", str(tmp_path / "data" / "golden.parquet"), "--tensorrt", "off"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert compiled.returncode == 0, compiled.stderr[-2000:]

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import DriftConfig, check_drift
+from monitoring.drift import check_drift
+from monitoring.drift_config import DriftConfig
 from monitoring.errors import DriftInputError, ProfileFormatError
 from monitoring.profile import ReferenceProfile
 
@@ -78,16 +79,6 @@ class TestDecisions:
         a = check_drift(ref, cur, DriftConfig(workers=1)).to_dict()
         b = check_drift(ref, cur, DriftConfig(workers=4)).to_dict()
         assert a == b
-
-    def test_embedding_drift_is_tested_and_corrected_with_the_columns(self, rng) -> None:
-        ref, cur = frame(rng, 300), frame(rng, 300)
-        emb_ref = rng.normal(size=(300, 8))
-        emb_cur = rng.normal(size=(300, 8)) + np.r_[1.0, np.zeros(7)]
-        report = check_drift(ref, cur, reference_embeddings=emb_ref, current_embeddings=emb_cur)
-        emb = report.columns[-1]
-        assert emb.column == "embedding" and emb.test == "mmd" and emb.drifted
-        with pytest.raises(DriftInputError, match="both"):
-            check_drift(ref, cur, reference_embeddings=emb_ref)
 
 
 class TestBadInput:

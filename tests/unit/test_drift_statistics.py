@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import DriftConfig, check_drift
+from monitoring.drift import check_drift
+from monitoring.drift_config import DriftConfig
 from monitoring.profile import ReferenceProfile
 
 TRIALS = 240

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 from transformers import AutoTokenizer
 
+from pretrained import minilm_dir
 from training.demo_data import _CUES_B, _PRODUCTS_B, LABELS, generate
-from training.tiny import minilm_dir
 
 
 def _b_vocabulary_share(texts: list[str]) -> float:
