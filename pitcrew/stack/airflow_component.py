@@ -1,0 +1,170 @@
+"""Airflow 3 in the local stack: api-server, scheduler, dag-processor and triggerer, and the environment they share.
+
+The environment carries Airflow's configuration, the secrets all four processes must agree on, pitcrew's
+settings and the Airflow connections every task uses (docs/design.md, "Connections").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from pitcrew.settings import Settings
+from pitcrew.stack.base import (
+    Component,
+    Health,
+    Process,
+    StackError,
+    base_env,
+    http_health,
+    stack_secret,
+    venv_bin,
+    webhook_token,
+)  # fmt: skip
+
+AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Airflow configuration of the local stack, as ``AIRFLOW__SECTION__KEY`` variables."""
+    home = settings.home_dir / "airflow"
+    env = base_env()
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__FERNET_KEY": _fernet_key(settings),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,approver:op,viewer:viewer",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # Workers call the API server's execution API: without the real address every task fails.
+            "AIRFLOW__API__BASE_URL": settings.airflow_url,
+            "AIRFLOW__API__HOST": settings.host,
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": stack_secret(settings, "airflow_api_secret_key"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
+            # All four processes must sign and verify task tokens with the same key.
+            "AIRFLOW__API_AUTH__JWT_SECRET": stack_secret(settings, "airflow_jwt_secret"),
+            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            # pitcrew code (operators, monitoring, training) is importable by tasks and the plugin.
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(settings_repo_root()), env.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
+    # Tasks and the webhook plugin read the same settings as the CLI that started the stack.
+    env.update(settings.as_env())
+    # Connections the Hooks use by default; production defines them in Airflow (see docker-compose.yml).
+    env["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": settings.mlflow_url})
+    env["AIRFLOW_CONN_TRITON_DEFAULT"] = json.dumps(
+        {"conn_type": "triton", "host": settings.host, "port": settings.triton_http_port,
+         "extra": {"repository": str(settings.repository_dir)}}
+    )  # fmt: skip
+    env["AIRFLOW_CONN_PROMETHEUS_DEFAULT"] = json.dumps(
+        {"conn_type": "prometheus", "host": settings.prometheus_url}
+    )
+    # The alert webhook the poller posts to (HttpHook); its bearer token is the connection's password.
+    env["AIRFLOW_CONN_PITCREW_WEBHOOK"] = json.dumps(
+        {"conn_type": "http", "host": settings.host, "port": settings.airflow_port, "schema": "http",
+         "password": webhook_token(settings)}
+    )  # fmt: skip
+    return env
+
+
+def settings_repo_root() -> Path:
+    from pitcrew.settings import REPO_ROOT
+
+    return REPO_ROOT
+
+
+def _fernet_key(settings: Settings) -> str:
+    path = settings.home_dir / "secrets" / "airflow_fernet_key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(Fernet.generate_key().decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def airflow_password(settings: Settings, user: str = "admin") -> str:
+    """A user's password as the simple auth manager generated it (written as JSON on first start).
+
+    Users of the local stack: ``admin`` (Admin), ``approver`` (Op: may answer approvals assigned to it),
+    ``viewer`` (Viewer).
+    """
+    path = settings.home_dir / "airflow" / "passwords.json"
+    try:
+        return json.loads(path.read_text())[user]
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise StackError(f"airflow: no password for {user!r} in {path}; is the stack up?") from exc
+
+
+def airflow_admin_password(settings: Settings) -> str:
+    return airflow_password(settings, "admin")
+
+
+def airflow_component(settings: Settings) -> Component:
+    home = settings.home_dir / "airflow"
+
+    def prepare() -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [str(venv_bin() / "airflow"), "db", "migrate"],
+            env=airflow_env(settings),
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
+        # One Triton swap at a time across every DAG (concurrent load calls are not safe; docs/design.md).
+        pool = subprocess.run(
+            [str(venv_bin() / "airflow"), "pools", "set", "pitcrew_triton_swaps", "1", "Serialises Triton swaps"],
+            env=airflow_env(settings), cwd=home, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if pool.returncode != 0:
+            raise StackError(f"airflow: could not create the pitcrew_triton_swaps pool: {pool.stderr[-500:]}")
+
+    def processes() -> list[Process]:
+        env = airflow_env(settings)
+        return [
+            Process(f"airflow-{sub}", [str(venv_bin() / "airflow"), sub], env, home)
+            for sub in AIRFLOW_PROCESSES
+        ]
+
+    def health() -> Health:
+        def all_healthy(response: httpx.Response) -> bool:
+            body = response.json()
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            return all(body.get(p, {}).get("status") == "healthy" for p in parts)
+
+        return http_health(f"{settings.airflow_url}/api/v2/monitor/health", all_healthy)
+
+    return Component(
+        name="airflow",
+        url=settings.airflow_url,
+        ports=[settings.airflow_port],
+        processes=processes,
+        health=health,
+        prepare=prepare,
+    )
