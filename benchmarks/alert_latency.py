@@ -26,11 +26,12 @@ import httpx
 
 from pitcrew.airflow_api import AirflowApi
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
-from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
+from pitcrew.demo import write_fast_deploy
 from pitcrew.settings import REPO_ROOT
 from pitcrew.stack.components import airflow_admin_password, webhook_token
 
-sys.path.insert(0, str(REPO_ROOT))  # tests.stack_fixtures: free ports and a private stack home
+sys.path.insert(0, str(REPO_ROOT))  # tests/: free ports, a private stack home, stand-in DAGs
+from tests.alert_stack import write_dags_folder, write_models_file  # noqa: E402
 from tests.stack_fixtures import make_settings, running_stack  # noqa: E402
 
 DAG_ID = "pitcrew_maintenance_textclf"

@@ -1,17 +1,39 @@
 """
-### pitcrew rollback — one Airflow DAG per model, started by hand
+### pitcrew rollback — one DAG per model, started by hand
 
-Shows what will be restored (the MLflow `previous` version, and what Triton serves now), asks for
-**approval**, then serves the previous champion again in Triton (loaded beside the current one: no failed
-request) and moves the MLflow aliases back (`champion` ↔ `previous`). Rejecting changes nothing.
+1. **`approval`**: shows what will be restored (the MLflow `previous` version next to what Triton serves
+   now) and asks a human; rejecting, or no answer before the timeout, changes nothing.
+2. `restore` (pool `pitcrew_triton_swaps`): Triton serves the approved version again, loaded beside the
+   current one (no failed request); then MLflow's aliases move back (`champion` ↔ `previous`).
+
+Design: `docs/design.md`.
 """
 
 from __future__ import annotations
 
-from operators.pipeline_dag import build_rollback_dag
-from pitcrew.models_file import load_models_file
-from pitcrew.settings import get_settings
+from airflow.sdk import DAG
 
-for _entry in load_models_file(get_settings().models_file).models:
-    _dag = build_rollback_dag(_entry, doc_md=__doc__)
-    globals()[_dag.dag_id] = _dag
+from operators.approval_operators import RollbackApprovalOperator
+from operators.triton_operators import RestorePreviousChampionOperator
+from pitcrew_dags.common import approval_timeout, approvers, dag_args, models, xcom
+
+for entry in models():
+    with DAG(
+        dag_id=f"pitcrew_rollback_{entry.name}",
+        schedule=None,
+        tags=["pitcrew", entry.name, "rollback"],
+        doc_md=__doc__,
+        **dag_args(),
+    ) as dag:
+        approval = RollbackApprovalOperator(
+            task_id="approval",
+            model=entry.name,
+            assigned_users=approvers(entry),
+            response_timeout=approval_timeout(entry),
+            retries=0,
+        )
+        restore = RestorePreviousChampionOperator(
+            task_id="restore", model=entry.name, version=xcom("approval", "previous")
+        )
+        approval >> restore
+    globals()[dag.dag_id] = dag

@@ -15,6 +15,27 @@ RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 RETRYABLE_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.TimeoutException)
 
 
+async def query_vector(client: httpx.AsyncClient, url: str, query: str) -> list[dict[str, Any]] | None:
+    """An instant query's result vector; None when Prometheus is briefly unavailable (retry later).
+
+    :raises ValueError: Prometheus refused the query (a 4xx), or it gave no instant vector: asking
+        again will not help.
+    """
+    try:
+        response = await client.get(f"{url.rstrip('/')}/api/v1/query", params={"query": query})
+    except RETRYABLE_ERRORS:
+        return None
+    if response.status_code in RETRYABLE_STATUS:
+        return None
+    body = response.json()
+    if response.status_code != 200 or body.get("status") != "success":
+        raise ValueError(f"Prometheus rejected {query!r}: {body.get('error', response.status_code)}")
+    # A scalar answer ([ts, "v"]) is never empty: taken as samples, a condition would always hold.
+    if body["data"].get("resultType") != "vector":
+        raise ValueError(f"{query!r} did not return an instant vector ({body['data'].get('resultType')})")
+    return body["data"]["result"]
+
+
 class PromQLTrigger(BaseTrigger):
     """Fire when ``query`` returns at least one sample (write the threshold into the PromQL).
 
@@ -44,25 +65,12 @@ class PromQLTrigger(BaseTrigger):
             },
         )
 
-    async def _query_once(self, client: httpx.AsyncClient) -> list[dict[str, Any]] | None:
-        """The result vector; None when Prometheus is briefly unavailable."""
-        try:
-            response = await client.get(f"{self.url.rstrip('/')}/api/v1/query", params={"query": self.query})
-        except RETRYABLE_ERRORS:
-            return None
-        if response.status_code in RETRYABLE_STATUS:
-            return None
-        body = response.json()
-        if response.status_code != 200 or body.get("status") != "success":
-            raise ValueError(f"Prometheus rejected {self.query!r}: {body.get('error', response.status_code)}")
-        return body["data"]["result"]
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = time.monotonic() + self.timeout_s
         async with httpx.AsyncClient(timeout=min(30.0, max(self.poll_interval_s, 1.0))) as client:
             while True:
                 try:
-                    result = await self._query_once(client)
+                    result = await query_vector(client, self.url, self.query)
                 except ValueError as exc:
                     yield TriggerEvent({"status": "error", "message": str(exc), "query": self.query})
                     return

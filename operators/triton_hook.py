@@ -1,8 +1,10 @@
 """Airflow Hook for Triton Inference Server: connection parsing, client creation and the swap operations.
 
-Connection (conn type ``triton``): host and port of Triton's HTTP endpoint; extras ``repository`` (the live
-model repository folder, default from settings), ``retries`` and ``lock_timeout_s``. Without a connection
-named ``triton_default`` the hook falls back to pitcrew settings, so the local stack needs no setup.
+Connection (conn type ``triton``): host and port of Triton's HTTP endpoint (required); extras
+``repository`` (the live model repository folder Triton serves; default: pitcrew's ``model_repository``
+setting), ``retries`` (connection attempts per control call, the client's one retry policy) and
+``lock_timeout_s`` (how long to wait for another swap of the same model). The local stack defines
+``triton_default``; production defines it in Airflow (docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
 from pitcrew.models_file import load_models_file
@@ -39,23 +40,19 @@ class TritonHook(BaseHook):
     @staticmethod
     def parse_connection(host: str | None, port: int | None, extra: dict[str, Any]) -> dict[str, Any]:
         """Connection fields as client arguments; scheme and path in ``host`` are dropped (HTTP endpoint)."""
-        settings = get_settings()
-        host = (host or settings.host).split("://", 1)[-1].split("/", 1)[0]
+        if not host or not port:
+            raise ValueError("a triton connection needs the host and port of Triton's HTTP endpoint")
+        host = host.split("://", 1)[-1].split("/", 1)[0]
         return {
-            "url": f"{host}:{port or settings.triton_http_port}",
-            "repository": Path(extra.get("repository") or settings.repository_dir),
+            "url": f"{host}:{port}",
+            "repository": Path(extra.get("repository") or get_settings().repository_dir),
             "retries": int(extra.get("retries", 3)),
             "lock_timeout_s": float(extra.get("lock_timeout_s", 0.0)),
         }
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        try:
-            conn = self.get_connection(self.triton_conn_id)
-        except AirflowNotFoundException:
-            if self.triton_conn_id != self.default_conn_name:
-                raise
-            return self.parse_connection(None, None, {})
+        conn = self.get_connection(self.triton_conn_id)
         return self.parse_connection(conn.host, conn.port, conn.extra_dejson)
 
     def get_conn(self) -> TritonControl:

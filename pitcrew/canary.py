@@ -93,54 +93,74 @@ class CanaryResult:
         }
 
 
+class CanaryAnalysis:
+    """The analysis as a state machine, fed one measurement at a time.
+
+    The same rules serve a blocking loop (:func:`run_canary`) and the deferred loop of the canary
+    trigger, which queries Prometheus asynchronously in Airflow's triggerer; neither re-implements them.
+    """
+
+    def __init__(self, metrics: Sequence[CanaryMetric], policy: CanaryPolicy) -> None:
+        if not metrics:
+            raise ValueError("a canary needs at least one metric")
+        self.metrics = list(metrics)
+        self.policy = policy
+        self.measurements: list[Measurement] = []
+        self._failures = {m.name: 0 for m in metrics}
+        self._inconclusive = {m.name: 0 for m in metrics}
+
+    def observe(self, metric: CanaryMetric, values: Sequence[float]) -> CanaryResult | None:
+        """Record one measurement; a result when it ends the analysis early (failure limit exceeded)."""
+        phase = metric.judge(values)
+        self.measurements.append(Measurement(metric.name, list(values), phase))
+        if phase is Phase.INCONCLUSIVE:
+            self._inconclusive[metric.name] += 1
+        elif phase is Phase.FAILED:
+            self._failures[metric.name] += 1
+            if self._failures[metric.name] > self.policy.failure_limit:
+                bound = f"<= {metric.max_value}" if metric.max_value is not None else f">= {metric.min_value}"
+                return CanaryResult(
+                    Phase.FAILED,
+                    f"{metric.name} = {list(values)} breached {bound} "
+                    f"{self._failures[metric.name]} time(s) (failure limit {self.policy.failure_limit})",
+                    self.measurements,
+                )
+        return None
+
+    def conclude(self) -> CanaryResult:
+        """The verdict once every round was measured without an early failure."""
+        over = [name for name, n in self._inconclusive.items() if n > self.policy.inconclusive_limit]
+        if over:
+            return CanaryResult(
+                Phase.INCONCLUSIVE,
+                f"no data or NaN for {', '.join(over)} in more than {self.policy.inconclusive_limit} of "
+                f"{self.policy.count} measurements: a human must decide",
+                self.measurements,
+            )
+        return CanaryResult(
+            Phase.SUCCESSFUL,
+            f"all {len(self.metrics)} metrics within bounds in {self.policy.count} measurements",
+            self.measurements,
+        )
+
+
 def run_canary(
     metrics: Sequence[CanaryMetric],
     policy: CanaryPolicy,
     query: Callable[[str], list[float]],
     sleep: Callable[[float], None] = time.sleep,
 ) -> CanaryResult:
-    """Measure every metric ``policy.count`` times; stop early once the failure limit is exceeded.
+    """Measure every metric ``policy.count`` times, blocking; stop early once the failure limit is exceeded.
 
     :param query: runs a PromQL instant query and returns one float per series (empty for no data).
     """
-    if not metrics:
-        raise ValueError("a canary needs at least one metric")
-    measurements: list[Measurement] = []
-    failures: dict[str, int] = {m.name: 0 for m in metrics}
-    inconclusive: dict[str, int] = {m.name: 0 for m in metrics}
+    analysis = CanaryAnalysis(metrics, policy)
     if policy.initial_delay_s:
         sleep(policy.initial_delay_s)
     for round_index in range(policy.count):
         if round_index:
             sleep(policy.interval_s)
-        for metric in metrics:
-            values = query(metric.query)
-            phase = metric.judge(values)
-            measurements.append(Measurement(metric.name, list(values), phase))
-            if phase is Phase.FAILED:
-                failures[metric.name] += 1
-                if failures[metric.name] > policy.failure_limit:
-                    bound = (
-                        f"<= {metric.max_value}" if metric.max_value is not None else f">= {metric.min_value}"
-                    )
-                    return CanaryResult(
-                        Phase.FAILED,
-                        f"{metric.name} = {values} breached {bound} "
-                        f"{failures[metric.name]} time(s) (failure limit {policy.failure_limit})",
-                        measurements,
-                    )
-            elif phase is Phase.INCONCLUSIVE:
-                inconclusive[metric.name] += 1
-    over = [name for name, n in inconclusive.items() if n > policy.inconclusive_limit]
-    if over:
-        return CanaryResult(
-            Phase.INCONCLUSIVE,
-            f"no data or NaN for {', '.join(over)} in more than {policy.inconclusive_limit} of "
-            f"{policy.count} measurements: a human must decide",
-            measurements,
-        )
-    return CanaryResult(
-        Phase.SUCCESSFUL,
-        f"all {len(metrics)} metrics within bounds in {policy.count} measurements",
-        measurements,
-    )
+        for metric in analysis.metrics:
+            if (result := analysis.observe(metric, query(metric.query))) is not None:
+                return result
+    return analysis.conclude()

@@ -6,6 +6,7 @@ Traffic goes only to the local Triton on 127.0.0.1, in bounded batches.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from pitcrew.models_file import ModelEntry
+from pitcrew.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +164,48 @@ def demo_settings(settings):
     the demo must finish in minutes, so its Prometheus and Alertmanager get the same rules with the
     windows of :data:`DEMO_WINDOWS`, ``for: 20s`` and short grouping waits. Thresholds are unchanged.
     """
-    from pitcrew.alerts.localstack import write_fast_deploy
-
     target = write_fast_deploy(
         settings.home_dir / "demo" / "deploy", source=settings.deploy_dir, rule_for_s=20, interval_s=5,
         repeat_s=4 * 3600, group_wait_s=2, group_interval_s=10, windows=DEMO_WINDOWS,
     )  # fmt: skip
     return settings.model_copy(update={"deploy_dir": target})
+
+
+def write_fast_deploy(
+    target: Path,
+    *,
+    rule_for_s: int = 1,
+    interval_s: int = 1,
+    repeat_s: int = 2,
+    group_wait_s: int = 1,
+    group_interval_s: int = 1,
+    windows: dict[str, str] | None = None,
+    source: Path | None = None,
+) -> Path:
+    """Copy ``deploy/`` (or ``source``) to ``target`` with rule ``for:`` and group timings in seconds.
+
+    :param windows: range selectors to replace in every rule expression, e.g. ``{"[6h]": "[20m]"}``, for
+        a demo that runs on compressed time; thresholds are never changed.
+    """
+    shutil.copytree(source or REPO_ROOT / "deploy", target, dirs_exist_ok=True)
+    for rules_path in (target / "prometheus" / "rules").glob("*.yml"):
+        rules = yaml.safe_load(rules_path.read_text())
+        for group in rules["groups"]:
+            group["interval"] = f"{interval_s}s"
+            for rule in group["rules"]:
+                for long, short in (windows or {}).items():
+                    rule["expr"] = str(rule["expr"]).replace(long, short)
+                if "alert" in rule:
+                    rule["for"] = f"{rule_for_s}s"
+        rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    am_path = target / "alertmanager" / "alertmanager.yml"
+    am = yaml.safe_load(am_path.read_text())
+    am["route"].update(
+        {
+            "group_wait": f"{group_wait_s}s",
+            "group_interval": f"{group_interval_s}s",
+            "repeat_interval": f"{repeat_s}s",
+        }
+    )
+    am_path.write_text(yaml.safe_dump(am, sort_keys=False))
+    return target

@@ -15,15 +15,7 @@ from pathlib import Path
 from filelock import FileLock
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 
-OUTCOMES = (
-    "deployed",
-    "no_drift",
-    "rejected_by_evaluation",
-    "rejected_by_human",
-    "rolled_back",
-    "failed",
-    "dry_run",
-)
+from pitcrew.pipeline.outcome import OUTCOMES
 
 
 def _paths(metrics_dir: Path, model: str) -> tuple[Path, Path, Path]:
@@ -63,9 +55,11 @@ def record(
     state_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path), timeout=30):
         state = json.loads(state_path.read_text()) if state_path.exists() else _empty_state()
+        for known in OUTCOMES:  # a state written before an outcome existed still exports it as 0
+            state["runs"].setdefault(known, 0)
         if outcome is not None:
             state["runs"][outcome] = state["runs"].get(outcome, 0) + 1
-            if outcome in ("deployed", "no_drift"):
+            if outcome in ("deployed", "no_drift", "nothing_to_do"):
                 state["last_success_timestamp_seconds"] = time.time()
         if rollback:
             state["rollbacks"] += 1

@@ -1,4 +1,4 @@
-"""The MLflow registry contract of DESIGN.md §6, on top of an ``MlflowClient`` the caller provides.
+"""The MLflow registry contract (docs/design.md, "Registry"), on top of an ``MlflowClient`` the caller provides.
 
 One registered model per served model. Aliases: ``champion`` (serving), ``challenger`` (candidate),
 ``previous`` (the last champion). The MLflow version number is also the Triton version number, so what
@@ -81,7 +81,7 @@ def register_version(
 
     :param serving_dir: the compiled artifact (docs/model-artifact.md); the version's source.
     :param checkpoint_dir: the torch checkpoint the next fine-tune starts from.
-    :param tags: lineage (DESIGN.md §6); structured values are stored as JSON.
+    :param tags: lineage (docs/design.md, "Registry"); structured values are stored as JSON.
     """
     if not (serving_dir / "model.onnx").exists() and not (serving_dir / "model.plan").exists():
         raise RegistryError(
@@ -140,6 +140,16 @@ def training_snapshot(client: MlflowClient, model: str, version: int, dest: Path
         return None
     dest.mkdir(parents=True, exist_ok=True)
     return Path(client.download_artifacts(run_id, f"{TRAINING_DATA_PATH}/{TRAINING_DATA_FILE}", str(dest)))
+
+
+def champion_training_snapshot(client: MlflowClient, model: str, dest: Path) -> Path | None:
+    """The rows the current champion learned from (the drift reference and the fine-tune's replay rows).
+
+    None when there is no champion yet, or it was registered without a snapshot; callers then use the
+    models file's ``train_data``.
+    """
+    version = alias_version(client, model, CHAMPION)
+    return None if version is None else training_snapshot(client, model, version, dest)
 
 
 def alias_version(client: MlflowClient, model: str, alias: str) -> int | None:

@@ -6,6 +6,9 @@ process (runtime ``python-onnxruntime``) or in a ``<name>_core`` model of Triton
 called through BLS (``core_model`` parameter). Every request gets its own response: a bad request (empty
 text, invalid UTF-8) gets a ``TritonError`` and the rest of the batch is served. Business metrics go to
 Triton's metrics endpoint; each prediction goes to the inference log, whose failures are only counted.
+
+One file of about 400 lines on purpose: the hot-swap publishes it alone into every version folder
+(docs/model-artifact.md), so what it needs beyond installed packages has to live in this file.
 """
 
 from __future__ import annotations

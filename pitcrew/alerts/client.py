@@ -1,4 +1,4 @@
-"""Build and send webhook bodies the way Alertmanager does: used by the poller, the benchmark and tests."""
+"""Build and sign webhook bodies the way Alertmanager and Grafana do: used by the poller, the benchmark and tests."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-import httpx
 
 from pitcrew.alerts.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_body
 from pitcrew.alerts.fingerprint import labels_fingerprint
@@ -66,10 +64,3 @@ def auth_headers(body: bytes, token: str, hmac_secret: str | None = None, *, tim
         if timestamp is not None:
             headers[TIMESTAMP_HEADER] = timestamp
     return headers
-
-
-def post_alerts(
-    url: str, body: bytes, token: str, hmac_secret: str | None = None, *, timeout_s: float = 10.0
-) -> httpx.Response:
-    """POST a body to the webhook with auth headers; the caller checks the status."""
-    return httpx.post(url, content=body, headers=auth_headers(body, token, hmac_secret), timeout=timeout_s)

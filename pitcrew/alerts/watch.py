@@ -7,11 +7,11 @@ keep Alertmanager's fingerprint (same labels, same hash), so an alert seen by bo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pitcrew.alerts.client import alert_entry, alertmanager_body, post_alerts
+from pitcrew.alerts.client import alert_entry, alertmanager_body
 from pitcrew.alerts.errors import AlertsError
 from pitcrew.alerts.payloads import WATCH_RECEIVER
 from pitcrew.alerts.routing import PolledQuery
@@ -22,6 +22,10 @@ BATCH_SIZE = 50
 
 class WatchForwardError(AlertsError):
     """The webhook refused the poller's post; the message has its status and error."""
+
+
+class WebhookUnavailableError(WatchForwardError):
+    """The webhook answered 5xx (Airflow's database busy, say): the next try may succeed."""
 
 
 def entries_from_alerts(alerts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -56,15 +60,20 @@ def merge_findings(alerts: list[dict[str, Any]], breaches: list[dict[str, Any]])
     return alerts + [b for b in breaches if b["labels"].get("model") not in covered]
 
 
-def forward(entries: Sequence[dict[str, Any]], url: str, token: str, hmac_secret: str) -> list[dict[str, Any]]:
+def forward(entries: Sequence[dict[str, Any]], post: Callable[[bytes], Any]) -> list[dict[str, Any]]:
     """POST the entries to the webhook in batches; return the per-alert outcomes it answered.
 
-    :raises WatchForwardError: on any non-200 answer (503 included: the next poll retries).
+    :param post: sends one Alertmanager body (signing it) and returns the HTTP response
+        (``status_code``, ``text``, ``json()``); the Airflow operator posts through ``HttpHook``.
+    :raises WebhookUnavailableError: a 5xx answer (the webhook asks to retry later).
+    :raises WatchForwardError: any other non-200 answer (bad token or body: a retry will not help).
     """
     outcomes: list[dict[str, Any]] = []
     for start in range(0, len(entries), BATCH_SIZE):
         body = alertmanager_body(list(entries[start : start + BATCH_SIZE]), receiver=WATCH_RECEIVER)
-        response = post_alerts(url, body, token, hmac_secret)
+        response = post(body)
+        if response.status_code >= 500:
+            raise WebhookUnavailableError(f"webhook answered HTTP {response.status_code}: {response.text[:300]}")
         if response.status_code != 200:
             raise WatchForwardError(f"webhook answered HTTP {response.status_code}: {response.text[:300]}")
         outcomes.extend(response.json()["alerts"])

@@ -8,12 +8,11 @@ the new version and its canary passed, and a rollback restores Triton first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pitcrew import registry
-from pitcrew.canary import CanaryMetric, CanaryPolicy, CanaryResult, run_canary
+from pitcrew.canary import CanaryMetric, CanaryPolicy
 from pitcrew.models_file import ModelEntry
 from pitcrew.pipeline.workspace import Workspace
 
@@ -31,7 +30,7 @@ def lineage_tags(
     evaluation: dict,
     compile_report: dict,
 ) -> dict[str, Any]:
-    """The tags DESIGN.md §6 asks for on every registered version."""
+    """The lineage tags every registered version carries (docs/design.md, "Registry")."""
     trt = compile_report.get("tensorrt") or {}
     return {
         "airflow_dag_run_id": dag_run_id,
@@ -51,9 +50,12 @@ def lineage_tags(
     }
 
 
-def register(client, entry: ModelEntry, ws: Workspace, *, checkpoint: Path, tags: dict, metrics: dict) -> int:
+def register(
+    client, entry: ModelEntry, ws: Workspace, *, artifact: Path, checkpoint: Path, tags: dict, metrics: dict
+) -> int:
+    """Register ``artifact`` as a new version, with the run's reports and training rows (the next drift reference)."""
     version = registry.register_version(
-        client, entry.name, serving_dir=ws.artifact, checkpoint_dir=checkpoint, reports_dir=ws.reports,
+        client, entry.name, serving_dir=artifact, checkpoint_dir=checkpoint, reports_dir=ws.reports,
         training_data=ws.train, tags=tags, metrics=metrics,
     )  # fmt: skip
     return version.version
@@ -155,25 +157,15 @@ def canary_metrics(entry: ModelEntry, version: int, window: str = "1m") -> list[
     ]
 
 
-def canary(
-    entry: ModelEntry,
-    *,
-    version: int,
-    query: Callable[[str], list[float]],
-    sleep: Callable[[float], None] | None = None,
-    policy: CanaryPolicy | None = None,
-) -> dict:
+def canary_policy(entry: ModelEntry) -> CanaryPolicy:
+    """The model's Argo-style analysis settings: initial delay, interval, count and failure limit."""
     t = entry.thresholds
-    policy = policy or CanaryPolicy(
+    return CanaryPolicy(
         initial_delay_s=t.canary_initial_delay_s,
         interval_s=t.canary_interval_s,
         count=t.canary_count,
         failure_limit=t.canary_failure_limit,
     )
-    kwargs = {"sleep": sleep} if sleep is not None else {}
-    result: CanaryResult = run_canary(canary_metrics(entry, version), policy, query, **kwargs)
-    log.info("canary of %s v%s: %s (%s)", entry.name, version, result.phase, result.reason)
-    return result.to_dict()
 
 
 def promote(client, entry: ModelEntry, *, version: int, approver: str | None) -> dict:

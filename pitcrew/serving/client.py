@@ -7,12 +7,12 @@ such as a refused load, is final and raised at once.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+import tenacity
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -67,20 +67,24 @@ class TritonControl:
         self._client.close()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        for attempt in range(1, self.retries + 1):
-            try:
-                return fn()
-            except RETRYABLE as exc:
-                if attempt == self.retries:
-                    raise TritonUnavailableError(
-                        f"Triton at {self.url} unreachable for {what} after {self.retries} attempts: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                log.warning(
-                    "Triton %s: %s failed (%s); retry %d/%d", self.url, what, exc, attempt, self.retries
-                )
-                time.sleep(self.backoff_s * attempt)
-        raise AssertionError("unreachable")
+        """Run ``fn``; retry only a failed connection, with exponential backoff (this client's one policy)."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=8.0),
+            retry=tenacity.retry_if_exception_type(RETRYABLE),
+            before_sleep=lambda state: log.warning(
+                "Triton %s: %s failed (%s); attempt %d/%d",
+                self.url, what, state.outcome.exception(), state.attempt_number, self.retries,
+            ),  # fmt: skip
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except RETRYABLE as exc:
+            raise TritonUnavailableError(
+                f"Triton at {self.url} unreachable for {what} after {self.retries} attempts: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def is_live(self) -> bool:
         return bool(self._call("health", self._client.is_server_live))
@@ -108,10 +112,6 @@ class TritonControl:
             and entry.get("state") == "READY"
             and str(entry.get("version", "")).isdigit()
         )
-
-    def is_ready(self, model: str, version: int | None = None) -> bool:
-        v = "" if version is None else str(version)
-        return bool(self._call("model ready", lambda: self._client.is_model_ready(model, v)))
 
     def stats(self, model: str, version: int) -> VersionStats:
         raw = self._call("statistics", lambda: self._client.get_inference_statistics(model, str(version)))

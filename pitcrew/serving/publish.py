@@ -3,7 +3,7 @@
 A version folder is written under a hidden temporary name, fsynced, then renamed into place; configs are
 replaced by rename too. Model code is byte-compiled before the rename: otherwise the Python backend writes
 ``__pycache__`` on first import, which changes the version folder and makes the next load call load the
-same version again (DESIGN.md §5).
+same version again (docs/design.md, "Hot-swap").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The hot-swap protocol (DESIGN.md §5): publish, load beside the old version, verify, commit or roll back.
+"""The hot-swap protocol (docs/design.md, "Hot-swap"): publish, load beside the old version, verify, commit or roll back.
 
 One code path for ``pitcrew deploy``/``rollback``, the Airflow Triton hook and the benchmark:
 

@@ -1,7 +1,7 @@
 """The alert path on the real stack: Prometheus rule → Alertmanager → plugin webhook → one Airflow run.
 
 One module-scoped private stack (Airflow, Alertmanager, Prometheus on free ports) with a fast copy of
-``deploy/`` and a stand-in maintenance DAG (see pitcrew.alerts.localstack).
+``deploy/`` and a stand-in maintenance DAG (see tests/alert_stack.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from pitcrew.airflow_api import AirflowApi
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
 from pitcrew.alerts.fingerprint import labels_fingerprint
-from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
+from pitcrew.demo import write_fast_deploy
 from pitcrew.settings import REPO_ROOT, Settings
 from pitcrew.stack.components import airflow_admin_password, webhook_hmac_secret, webhook_token
+from tests.alert_stack import write_dags_folder, write_models_file
 from tests.stack_fixtures import make_settings, running_stack
 from tests.unit.test_alerts_payloads import GRAFANA_EXAMPLE
 

@@ -18,9 +18,10 @@ from operators.prometheus_hook import PrometheusHook
 from operators.promql_trigger import PromQLTrigger
 from pitcrew.airflow_api import AirflowApi
 from pitcrew.alerts.fingerprint import labels_fingerprint
-from pitcrew.alerts.localstack import write_dags_folder, write_fast_deploy, write_models_file
+from pitcrew.demo import write_fast_deploy
 from pitcrew.settings import REPO_ROOT, Settings
 from pitcrew.stack.components import airflow_admin_password
+from tests.alert_stack import write_dags_folder, write_models_file
 from tests.stack_fixtures import make_settings, running_stack
 
 pytestmark = pytest.mark.integration

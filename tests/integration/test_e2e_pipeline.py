@@ -37,6 +37,9 @@ def _models_file(folder: Path, tiny: Path) -> Path:
         "base_model": str(tiny),
         "labels": LABELS,
         "schedule": None,
+        # The real rules fire on this traffic after their `for: 10m`: alert-started runs would queue in
+        # front of the runs these tests start (one run per model). The tests start every run themselves.
+        "max_auto_runs_per_day": 0,
     }
     fast = {
         "window_hours": 1,
@@ -111,6 +114,20 @@ def _states(world: World, dag_id: str, run_id: str) -> dict[str, str | None]:
     return world.admin.task_states(dag_id, run_id)
 
 
+def _runs_total(world: World, model: str, outcome: str) -> float:
+    """``pitcrew_pipeline_runs_total{model, outcome}`` as the pipeline's textfile exports it now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = world.settings.home_dir / "metrics" / f"pipeline_{model}.prom"
+    if not path.exists():
+        return 0.0
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            if sample.name == "pitcrew_pipeline_runs_total" and sample.labels == {"model": model, "outcome": outcome}:
+                return sample.value
+    return 0.0
+
+
 def test_approved_run_deploys_the_challenger(world: World) -> None:
     dag_id, model = "pitcrew_maintenance_textclf", "textclf"
     before, versions = accuracy(world.triton, model, world.data[model]["eval_b"])
@@ -133,11 +150,15 @@ def test_approved_run_deploys_the_challenger(world: World) -> None:
         )
 
     states = _states(world, dag_id, run_id)
-    for task_id in ("data_quality", "drift", "fine_tune", "evaluate", "compile", "register", "replay",
-                    "approval", "hot_swap", "canary", "canary_passed", "promote", "finish"):  # fmt: skip
+    for task_id in ("data_quality", "drift", "prepare_training", "fine_tune", "evaluate", "compile", "register",
+                    "replay", "approval", "hot_swap", "canary", "canary_decision", "promote",
+                    "record_outcome"):  # fmt: skip
         assert states[task_id] == "success", (task_id, states)
-    for task_id in ("record_no_drift", "record_rejection", "rollback", "canary_review"):
-        assert states[task_id] == "skipped", (task_id, states)
+    assert states["rollback"] == "skipped", states
+    assert world.admin.xcom_value(dag_id, run_id, "canary")["phase"] == "successful"
+    outcome = world.admin.xcom_value(dag_id, run_id, "record_outcome")
+    assert outcome["outcome"] == "deployed", outcome
+    assert outcome["facts"]["training_seconds"] > 0 and outcome["facts"]["approval_wait_s"] > 0
 
     # MLflow: aliases moved, lineage recorded.
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 2
@@ -161,14 +182,17 @@ def test_rejected_run_changes_nothing(world: World) -> None:
     champion = registry.alias_version(world.mlflow, model, registry.CHAMPION)
     previous = registry.alias_version(world.mlflow, model, registry.PREVIOUS)
     serving = {p.version for p in world.triton.classify(model, ["where is my parcel"])}
+    rejected_before = _runs_total(world, model, "rejected_by_human")
     run_id = world.run(model, {"force_retrain": True})
     world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
     world.approver.respond(dag_id, run_id, "approval", "Reject")
     assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success"
     states = _states(world, dag_id, run_id)
-    assert states["approval"] == "success"
-    for task_id in ("hot_swap", "canary", "promote", "rollback"):
+    assert states["approval"] == "success" and states["record_outcome"] == "success"
+    for task_id in ("hot_swap", "canary", "canary_decision", "promote", "rollback"):
         assert states[task_id] == "skipped", (task_id, states)
+    assert world.admin.xcom_value(dag_id, run_id, "record_outcome")["outcome"] == "rejected_by_human"
+    assert _runs_total(world, model, "rejected_by_human") == rejected_before + 1
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == champion
     assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == previous
     assert {p.version for p in world.triton.classify(model, ["where is my parcel"])} == serving
@@ -206,8 +230,10 @@ def test_failed_canary_rolls_back_by_itself(world: World) -> None:
         assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "failed"
     states = _states(world, dag_id, run_id)
     assert states["hot_swap"] == "success" and states["canary"] == "success"
-    assert states["canary_failed"] == "success" and states["rollback"] == "success"
+    assert states["canary_decision"] == "success" and states["rollback"] == "success"
     assert states["promote"] == "skipped"
+    assert states["record_outcome"] == "failed"  # a rolled-back run ends red: someone should look
+    assert _runs_total(world, model, "rolled_back") == 1
     assert world.admin.xcom_value(dag_id, run_id, "canary")["phase"] == "failed"
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 1
     assert registry.get_version(world.mlflow, model, 2).tags["rolled_back"]

@@ -9,19 +9,22 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import pitcrew.alerts.watch as watch
+from operators.watch_operators import AlertWebhookOperator, PrometheusFindingsOperator
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
+from pitcrew.alerts.errors import TriggerUnavailable
 from pitcrew.alerts.fingerprint import labels_fingerprint
+from pitcrew.alerts.payloads import WATCH_RECEIVER
 from pitcrew.alerts.routing import PolledQuery
 from pitcrew.alerts.watch import (
     WatchForwardError,
+    WebhookUnavailableError,
     entries_from_alerts,
     entries_from_query,
     forward,
     merge_findings,
 )
 from pitcrew.settings import REPO_ROOT
-from tests.unit.test_webhook import SECRET, TOKEN, RecordingTrigger, _make
+from tests.unit.test_webhook import TOKEN, RecordingTrigger, _make
 
 LABELS = {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"}
 
@@ -38,16 +41,23 @@ class TestEntries:
         query = PolledQuery(name="PitcrewErrorRatioHigh", expr="x > 0.01", labels={"severity": "warning"})
         samples = [{"metric": {"__name__": "x", "model": "textclf"}, "value": [0, "0.2"]}]
         (entry,) = entries_from_query(query, samples)
-        assert entry["labels"] == {"alertname": "PitcrewErrorRatioHigh", "model": "textclf", "severity": "warning"}
+        assert entry["labels"] == {
+            "alertname": "PitcrewErrorRatioHigh",
+            "model": "textclf",
+            "severity": "warning",
+        }
         assert entry["annotations"] == {"expr": "x > 0.01", "value": "0.2"}
         assert entry["fingerprint"] == labels_fingerprint(entry["labels"])
-
 
     def test_merge_drops_breaches_of_models_with_a_firing_alert(self) -> None:
         alerts = entries_from_alerts([{"labels": LABELS, "active_at": None}])
         query = PolledQuery(name="PitcrewDriftScoreHigh", expr="d > 0.3")
         breaches = entries_from_query(
-            query, [{"metric": {"model": "textclf"}, "value": [0, "1"]}, {"metric": {"model": "other"}, "value": [0, "1"]}]
+            query,
+            [
+                {"metric": {"model": "textclf"}, "value": [0, "1"]},
+                {"metric": {"model": "other"}, "value": [0, "1"]},
+            ],
         )
         merged = merge_findings(alerts, breaches)
         assert [(e["labels"]["alertname"], e["labels"]["model"]) for e in merged] == [
@@ -56,46 +66,87 @@ class TestEntries:
         ]
 
 
+def _poster(client: TestClient, token: str = TOKEN):
+    """Post through the real webhook app, as the operator's HttpHook does; records each body."""
+    bodies: list[bytes] = []
+
+    def post(body: bytes) -> httpx.Response:
+        bodies.append(body)
+        return client.post("/alerts", content=body, headers=auth_headers(body, token))
+
+    post.bodies = bodies  # type: ignore[attr-defined]
+    return post
+
+
 class TestForward:
     @pytest.fixture
-    def webhook(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, RecordingTrigger]:
+    def webhook(self, tmp_path: Path) -> tuple[TestClient, RecordingTrigger]:
         trigger = RecordingTrigger()
         app, _ = _make(tmp_path, trigger)
-        client = TestClient(app)
-
-        def post(url: str, body: bytes, token: str, hmac_secret: str | None = None, **_: object) -> httpx.Response:
-            return client.post("/alerts", content=body, headers=auth_headers(body, token, hmac_secret))
-
-        monkeypatch.setattr(watch, "post_alerts", post)
-        return client, trigger
+        return TestClient(app, raise_server_exceptions=False), trigger
 
     def test_polled_alert_shares_policy_with_alertmanager(self, webhook) -> None:
         client, trigger = webhook
         pushed = alertmanager_body([alert_entry(LABELS)])
         assert client.post("/alerts", content=pushed, headers=auth_headers(pushed, TOKEN)).status_code == 200
         # The poller sees the same alert in ALERTS: same fingerprint, so cooldown, no second run.
-        outcomes = forward(entries_from_alerts([{"labels": LABELS, "active_at": None}]), "http://x", TOKEN, SECRET)
+        outcomes = forward(entries_from_alerts([{"labels": LABELS, "active_at": None}]), _poster(client))
         assert [o["decision"] for o in outcomes] == ["cooldown"]
         assert len(trigger.calls) == 1
 
     def test_query_breach_starts_a_run_marked_as_polled(self, webhook) -> None:
-        _, trigger = webhook
+        client, trigger = webhook
         query = PolledQuery(name="PitcrewDriftScoreHigh", expr="d > 0.3")
         entries = entries_from_query(query, [{"metric": {"model": "textclf"}, "value": [0, "0.5"]}])
-        (outcome,) = forward(entries, "http://x", TOKEN, SECRET)
+        post = _poster(client)
+        (outcome,) = forward(entries, post)
         assert outcome["decision"] == "triggered"
         ((_, _, conf),) = trigger.calls
         assert conf["alert"]["source"] == "pitcrew_watch" and conf["trigger"] == "watch"
         assert conf["alert"]["name"] == "PitcrewDriftScoreHigh"
+        (body,) = post.bodies
+        assert json.loads(body)["receiver"] == WATCH_RECEIVER
 
     def test_batches_of_fifty(self, webhook) -> None:
+        client, _ = webhook
         entries = [alert_entry({"alertname": "Unrouted", "n": str(i)}) for i in range(120)]
-        outcomes = forward(entries, "http://x", TOKEN, SECRET)
+        post = _poster(client)
+        outcomes = forward(entries, post)
         assert len(outcomes) == 120 and {o["decision"] for o in outcomes} == {"unrouted"}
+        assert [len(json.loads(b)["alerts"]) for b in post.bodies] == [50, 50, 20]
 
-    def test_refusal_raises(self, webhook) -> None:
-        with pytest.raises(WatchForwardError, match="HTTP 401"):
-            forward([alert_entry(LABELS)], "http://x", "wrong-token", SECRET)
+    def test_nothing_to_forward_posts_nothing(self, webhook) -> None:
+        client, _ = webhook
+        post = _poster(client)
+        assert forward([], post) == [] and post.bodies == []
+
+    def test_refusal_raises_not_retryable(self, webhook) -> None:
+        client, _ = webhook
+        with pytest.raises(WatchForwardError, match="HTTP 401") as info:
+            forward([alert_entry(LABELS)], _poster(client, "wrong-token"))
+        assert not isinstance(info.value, WebhookUnavailableError)
+
+    def test_5xx_is_webhook_unavailable(self, webhook) -> None:
+        client, trigger = webhook
+        trigger.fail = TriggerUnavailable("Airflow's database stayed unavailable")
+        with pytest.raises(WebhookUnavailableError, match="HTTP 503"):
+            forward([alert_entry(LABELS)], _poster(client))
+        trigger.fail = None  # the retry (Airflow's) succeeds
+        assert [o["decision"] for o in forward([alert_entry(LABELS)], _poster(client))] == ["triggered"]
+
+    def test_stops_at_the_first_refused_batch(self, webhook) -> None:
+        client, trigger = webhook
+        entries = [alert_entry({"alertname": "Unrouted", "n": str(i)}) for i in range(60)]
+        calls: list[int] = []
+        post = _poster(client)
+
+        def failing_second(body: bytes) -> httpx.Response:
+            calls.append(len(json.loads(body)["alerts"]))
+            return post(body) if len(calls) == 1 else httpx.Response(503, text="busy")
+
+        with pytest.raises(WebhookUnavailableError, match="busy"):
+            forward(entries, failing_second)
+        assert calls == [50, 10]
 
 
 class TestWatchDag:
@@ -109,6 +160,13 @@ class TestWatchDag:
         assert bag.import_errors == {}
         dag = bag.dags["pitcrew_watch"]
         assert dag.task_ids == ["poll", "forward"]
+        poll, forward_task = dag.get_task("poll"), dag.get_task("forward")
+        assert isinstance(poll, PrometheusFindingsOperator) and isinstance(forward_task, AlertWebhookOperator)
+        assert poll.prometheus_conn_id == "{{ params.prometheus_conn_id }}"
+        assert forward_task.forward == "{{ params.forward }}"
+        assert forward_task.upstream_task_ids == {"poll"}
+        assert forward_task.entries.operator is poll  # the findings, through XCom
+        assert dag.render_template_as_native_obj  # "{{ params.forward }}" renders as a bool
         assert dag.max_active_runs == 1 and not dag.catchup
         assert dag.timetable.delta.total_seconds() <= 600
         assert set(dag.params.keys()) == {"prometheus_conn_id", "forward"}

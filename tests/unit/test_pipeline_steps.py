@@ -110,10 +110,18 @@ class TestReleaseSteps:
         assert all('model="textclf",version="3"' in m.query for m in metrics)
         assert metrics[2].min_value == 0.7
 
+    def test_canary_policy_comes_from_the_thresholds(self, tmp_path: Path) -> None:
+        entry = _entry(tmp_path, canary_count=2, canary_interval_s=3, canary_initial_delay_s=7,
+                       canary_failure_limit=1)  # fmt: skip
+        policy = release_steps.canary_policy(entry)
+        assert (policy.count, policy.interval_s, policy.initial_delay_s, policy.failure_limit) == (2, 3, 7, 1)
+
     def test_canary_with_no_traffic_is_inconclusive(self, tmp_path: Path) -> None:
+        from pitcrew.canary import run_canary
+
         entry = _entry(tmp_path, canary_count=2, canary_interval_s=0)
-        result = release_steps.canary(entry, version=2, query=lambda q: [], sleep=lambda s: None)
-        assert result["phase"] == "inconclusive"
+        metrics, policy = release_steps.canary_metrics(entry, 2), release_steps.canary_policy(entry)
+        assert run_canary(metrics, policy, lambda q: [], lambda s: None).phase == "inconclusive"
 
     def test_approval_body_shows_the_differences(self) -> None:
         body = release_steps.approval_body(

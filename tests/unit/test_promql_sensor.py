@@ -1,4 +1,7 @@
+# ruff: noqa: F811  (the prometheus fixture imported from test_prometheus_hook is re-bound as a test argument)
 from __future__ import annotations
+
+import json
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -6,6 +9,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from operators.prometheus_hook import PrometheusHook
 from operators.promql_sensor import PromQLSensor, PromQLSensorError
 from operators.promql_trigger import PromQLTrigger
+from tests.unit.test_prometheus_hook import FakePrometheus, prometheus, sample  # noqa: F401  (fixture)
 
 
 class StubHook:
@@ -54,3 +58,17 @@ class TestPromQLSensor:
 
     def test_default_connection(self) -> None:
         assert PromQLSensor(task_id="t", query="q").prometheus_conn_id == PrometheusHook.default_conn_name
+
+    def test_against_prometheus_through_the_connection(
+        self, monkeypatch: pytest.MonkeyPatch, prometheus: FakePrometheus
+    ) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PROM_SENSOR", json.dumps({"conn_type": "prometheus", "host": prometheus.url})
+        )
+        prometheus.answers["x > 1"] = [sample({"model": "m"}, 2)]
+        sensor = PromQLSensor(task_id="wait", query="x > 1", prometheus_conn_id="prom_sensor", timeout=60)
+        assert sensor.execute({}) == [sample({"model": "m"}, 2)]
+        prometheus.answers["x > 1"] = []
+        with pytest.raises(TaskDeferred) as info:
+            sensor.execute({})
+        assert info.value.trigger.url == prometheus.url

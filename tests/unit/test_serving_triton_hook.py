@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,40 @@ class TestTritonHook:
             "lock_timeout_s": 30.0,
         }
 
-    def test_parse_connection_defaults_from_settings(self):
-        settings = get_settings()
-        params = TritonHook.parse_connection(None, None, {})
-        assert params["url"] == settings.triton_http_url
-        assert params["repository"] == settings.repository_dir
+    @pytest.mark.parametrize(
+        ("host", "port"), [(None, 8000), ("", 8000), ("triton.internal", None), (None, None)]
+    )
+    def test_parse_connection_requires_host_and_port(self, host, port):
+        with pytest.raises(ValueError, match="host and port"):
+            TritonHook.parse_connection(host, port, {"repository": "/models"})
+
+    def test_parse_connection_repository_and_policy_defaults(self, monkeypatch, tmp_path):
+        monkeypatch.setenv("PITCREW_HOME", str(tmp_path / "home"))
+        monkeypatch.delenv("PITCREW_MODEL_REPOSITORY", raising=False)
+        get_settings.cache_clear()
+        try:
+            params = TritonHook.parse_connection("127.0.0.1", 8000, {})
+        finally:
+            get_settings.cache_clear()
+        assert params == {
+            "url": "127.0.0.1:8000",
+            "repository": (tmp_path / "home" / "model_repository").resolve(),
+            "retries": 3,
+            "lock_timeout_s": 0.0,
+        }
+
+    def test_params_from_the_connection(self, monkeypatch):
+        monkeypatch.setenv("AIRFLOW_CONN_TRITON_TEST", json.dumps(
+            {"conn_type": "triton", "host": "127.0.0.1", "port": 8123, "extra": {"repository": "/srv/models"}}
+        ))  # fmt: skip
+        assert TritonHook("triton_test").params["url"] == "127.0.0.1:8123"
+        assert TritonHook("triton_test").params["repository"] == Path("/srv/models")
+
+    def test_missing_connection_is_not_replaced_by_settings(self):
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        with pytest.raises(AirflowNotFoundException):
+            TritonHook("pitcrew_no_such_triton").params  # noqa: B018
 
     def test_test_connection_reports_unreachable(self):
         hook = TritonHook()

@@ -64,6 +64,27 @@ class TestConfigs:
         assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
 
+    def test_every_address_a_task_needs_is_a_connection(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Tasks read servers from Airflow connections only; the stack defines each, and each hook reads it."""
+        from airflow.providers.http.hooks.http import HttpHook
+
+        from operators.mlflow_hook import MlflowHook
+        from operators.prometheus_hook import PrometheusHook
+        from operators.triton_hook import TritonHook
+
+        for name, value in airflow_env(settings).items():
+            if name.startswith("AIRFLOW_CONN_"):
+                monkeypatch.setenv(name, value)
+        assert MlflowHook().tracking_uri == settings.mlflow_url
+        assert PrometheusHook().get_url() == settings.prometheus_url
+        assert TritonHook().params["url"] == settings.triton_http_url
+        assert TritonHook().params["repository"] == settings.repository_dir
+        webhook = HttpHook(method="POST", http_conn_id="pitcrew_webhook")
+        assert webhook.url_from_endpoint("/pitcrew/alerts") == f"{settings.airflow_url}/pitcrew/alerts"
+        assert webhook.get_connection("pitcrew_webhook").password == webhook_token(settings)
+
 
 class TestTriton:
     def test_backend_folder_has_the_stub_for_this_python(self, tmp_path: Path) -> None:

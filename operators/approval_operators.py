@@ -1,0 +1,227 @@
+"""Human gates, on Airflow's own human-in-the-loop operators: deploy a version, roll back, judge a canary.
+
+Each subclass writes the request a person needs (what changes, with the evidence) when the task runs,
+then parks the task until someone answers in the Airflow UI or over the REST API (``assigned_users``
+restricts who may). No answer before ``response_timeout`` is the safe default: reject, roll back.
+docs/design.md, "Approvals", has the rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from operators.base import FACTS_KEY, OUTCOME_KEY, as_bool
+from operators.mlflow_hook import MlflowHook
+from operators.registry_operators import as_mapping
+from operators.triton_hook import TritonHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: XCom key of the time a request was put to people (the approval wait is measured from it).
+REQUESTED_AT_KEY = "requested_at"
+
+
+def airflow_link(context: Context) -> str:
+    """The run's page in the Airflow UI, from Airflow's own ``[api] base_url`` (what users' browsers reach)."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="").rstrip("/")
+    return f"{base}/dags/{context['dag'].dag_id}/runs/{context['run_id']}"
+
+
+class DeploymentApprovalOperator(ApprovalOperator):
+    """Ask a human whether to hot-swap the registered challenger into Triton.
+
+    The request shows the metric differences against the champion, the replay of logged traffic, the
+    drift summary and links. Approve: the downstream swap runs. Reject, or no answer in time: downstream
+    is skipped and the run's outcome is ``rejected_by_human``. With ``dry_run`` nobody is asked: the
+    task is skipped and the outcome is ``dry_run``.
+
+    :param model: the model in the models file (templated).
+    :param version: the registered challenger (templated).
+    :param parent_version: the champion it would replace (templated).
+    :param evaluation: the evaluation verdict (templated).
+    :param replay: the replay comparison (templated).
+    :param drift: the drift summary, or None (templated).
+    :param dry_run: skip the approval and everything after it (templated).
+    :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`, for the version link.
+    """
+
+    template_fields: Sequence[str] = (
+        *ApprovalOperator.template_fields, "model", "version", "parent_version", "evaluation", "replay",
+        "drift", "dry_run",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        version: Any,
+        parent_version: Any = None,
+        evaluation: Any = None,
+        replay: Any = None,
+        drift: Any = None,
+        dry_run: bool | str = False,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("subject", f"Deploy a new version of {model}?")
+        kwargs.setdefault("defaults", [self.REJECT])  # no answer in time is a rejection
+        super().__init__(**kwargs)
+        self.model, self.version, self.parent_version = model, version, parent_version
+        self.evaluation, self.replay, self.drift, self.dry_run = evaluation, replay, drift, dry_run
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> Any:
+        from pitcrew.pipeline.release_steps import approval_body
+
+        if as_bool(self.dry_run, "dry_run"):
+            context["ti"].xcom_push(key=OUTCOME_KEY, value="dry_run")
+            raise AirflowSkipException("dry run: no approval asked, nothing deployed")
+        version = int(self.version)
+        links = {
+            "MLflow version": f"{MlflowHook(self.mlflow_conn_id).tracking_uri}/#/models/{self.model}/versions/{version}",
+            "run": airflow_link(context),
+        }
+        drift = as_mapping(self.drift, "drift")
+        if drift and drift.get("report_html"):
+            links["drift report"] = f"file://{drift['report_html']}"
+        self.body = approval_body(
+            model=self.model, version=version,
+            champion=None if self.parent_version in (None, "", "None") else int(self.parent_version),
+            evaluation=as_mapping(self.evaluation, "evaluation") or {},
+            replay=as_mapping(self.replay, "replay") or {}, drift=drift, links=links,
+        )  # fmt: skip
+        context["ti"].xcom_push(key=REQUESTED_AT_KEY, value=dt.datetime.now(dt.UTC).isoformat())
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        ti = context["ti"]
+        if "error" not in event:
+            asked = ti.xcom_pull(task_ids=self.task_id, key=REQUESTED_AT_KEY)
+            answered = event.get("responded_at")
+            if asked and answered:
+                answered = (
+                    answered
+                    if isinstance(answered, dt.datetime)
+                    else dt.datetime.fromisoformat(str(answered))
+                )
+                waited = (answered - dt.datetime.fromisoformat(asked)).total_seconds()
+                ti.xcom_push(key=FACTS_KEY, value={"approval_wait_s": waited})
+            if self.APPROVE not in (event.get("chosen_options") or []):
+                ti.xcom_push(key=OUTCOME_KEY, value="rejected_by_human")
+        return super().execute_complete(context, event)
+
+
+class RollbackApprovalOperator(ApprovalOperator):
+    """Show what a rollback would restore, and ask a human to approve it.
+
+    The request names the MLflow ``previous`` version next to what Triton serves now. The version it
+    offers is pushed to XCom as ``previous``, so the restore step restores exactly what was approved.
+
+    :param model: the model in the models file (templated).
+    :param triton_conn_id: connection of :class:`~operators.triton_hook.TritonHook`.
+    :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`.
+    """
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "model")
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        triton_conn_id: str = TritonHook.default_conn_name,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("subject", f"Roll {model} back to the previous champion?")
+        kwargs.setdefault("defaults", [self.REJECT])
+        super().__init__(**kwargs)
+        self.model, self.triton_conn_id, self.mlflow_conn_id = model, triton_conn_id, mlflow_conn_id
+
+    def execute(self, context: Context) -> Any:
+        from pitcrew import registry
+
+        client = MlflowHook(self.mlflow_conn_id).get_conn()
+        champion = registry.alias_version(client, self.model, registry.CHAMPION)
+        previous = registry.alias_version(client, self.model, registry.PREVIOUS)
+        if previous is None:
+            raise AirflowFailException(
+                f"{self.model} has no '{registry.PREVIOUS}' version in MLflow: nothing to roll back to"
+            )
+        serving = TritonHook(self.triton_conn_id).serving_version(self.model)
+        tags = registry.get_version(client, self.model, previous).tags
+        self.body = "\n".join(
+            [
+                f"### Roll `{self.model}` back to version {previous}",
+                "",
+                f"- Triton serves version **{serving}** now; MLflow champion is **{champion}**.",
+                f"- Version {previous} was promoted at {tags.get('promoted_at', 'n/a')} (approved by "
+                f"{tags.get('approver') or 'n/a'}); its files are still in the model repository.",
+                f"- After approval Triton serves {previous} (loaded beside {serving}, no failed requests), "
+                f"MLflow `champion` → {previous} and `previous` → {champion}.",
+                "",
+                f"[run]({airflow_link(context)})",
+            ]
+        )
+        context["ti"].xcom_push(key="previous", value=previous)
+        return super().execute(context)
+
+
+class CanaryDecisionOperator(HITLBranchOperator):
+    """Promote or roll back after the canary; ask a human only when the canary was inconclusive.
+
+    A successful canary branches to ``promote_task_id`` and a failed one to ``rollback_task_id`` at once.
+    An inconclusive one (no data, NaN: never a pass) asks whether to keep the new version; no answer in
+    time rolls back.
+
+    :param canary_task_id: the :class:`~operators.canary_operators.CanaryAnalysisOperator` task.
+    :param promote_task_id: the task that promotes the new version.
+    :param rollback_task_id: the task that rolls it back.
+    """
+
+    KEEP, ROLL_BACK = "Keep new version", "Roll back"
+
+    def __init__(
+        self,
+        *,
+        canary_task_id: str = "canary",
+        promote_task_id: str = "promote",
+        rollback_task_id: str = "rollback",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("subject", "The canary was inconclusive: keep the new version?")
+        kwargs.setdefault("options", [self.KEEP, self.ROLL_BACK])
+        kwargs.setdefault("options_mapping", {self.KEEP: promote_task_id, self.ROLL_BACK: rollback_task_id})
+        kwargs.setdefault("defaults", [self.ROLL_BACK])  # no answer in time: roll back
+        super().__init__(**kwargs)
+        self.canary_task_id = canary_task_id
+        self.promote_task_id, self.rollback_task_id = promote_task_id, rollback_task_id
+
+    def execute(self, context: Context) -> Any:
+        verdict = context["ti"].xcom_pull(task_ids=self.canary_task_id) or {}
+        phase = verdict.get("phase")
+        if phase in ("successful", "failed"):
+            target = self.promote_task_id if phase == "successful" else self.rollback_task_id
+            self.log.info("canary %s (%s): no human needed", phase, verdict.get("reason"))
+            return self.do_branch(context, target)
+        lines = [
+            f"### Canary: {phase or 'no verdict'}",
+            "",
+            str(verdict.get("reason", "the canary task left no verdict")),
+            "",
+            "| metric | values | phase |",
+            "| --- | --- | --- |",
+        ]
+        lines += [
+            f"| {m['metric']} | {m['values']} | {m['phase']} |" for m in verdict.get("measurements", [])
+        ]
+        lines += ["", "Keep serving the new version, or roll back to the previous one? No answer: roll back."]
+        self.body = "\n".join(lines)
+        return super().execute(context)
