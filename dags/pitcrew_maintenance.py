@@ -24,7 +24,7 @@ from __future__ import annotations
 from airflow.sdk import DAG
 
 from operators.data_operators import DataQualityOperator, DriftCheckOperator
-from pitcrew_dags.common import dag_args, models, run_params
+from pitcrew_dags.common import dag_args, models, run_params, xcom
 from pitcrew_dags.release_chain import release_chain
 
 for entry in models():
@@ -46,6 +46,5 @@ for entry in models():
             proceed_without_drift="{{ params.force_retrain }}",
         )
         quality >> drift
-        release_chain(entry, after=drift, drift="{{ ti.xcom_pull(task_ids='drift') }}",
-                      skip_when_nothing_to_learn=False)  # fmt: skip
+        release_chain(entry, after=drift, drift=xcom("drift"), skip_when_nothing_to_learn=False)
     globals()[dag.dag_id] = dag
