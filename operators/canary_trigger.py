@@ -9,14 +9,13 @@ never as a pass.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from operators.prometheus_hook import PrometheusHook
+from operators.prometheus_hook import PrometheusHook, sample_values
 from operators.promql_trigger import query_vector
 from pitcrew.canary import CanaryAnalysis, CanaryMetric, CanaryPolicy, CanaryResult, Phase
 
@@ -56,7 +55,7 @@ class CanaryTrigger(BaseTrigger):
         if vector is None:
             self.log.warning("canary query %s: Prometheus unavailable, counted as no data", metric.name)
             return []
-        return [float(s["value"][1]) if s.get("value") else math.nan for s in vector]
+        return sample_values(vector)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:

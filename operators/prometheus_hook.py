@@ -18,6 +18,11 @@ from operators.errors import PitcrewServiceUnavailable
 CLIENT_RETRY = {"total": 3, "backoff_factor": 0.5, "status_forcelist": (500, 502, 503, 504)}
 
 
+def sample_values(vector: list[dict[str, Any]]) -> list[float]:
+    """One float per series of an instant vector; NaN where a series has no value (no data, never a pass)."""
+    return [float(series["value"][1]) if series.get("value") else math.nan for series in vector]
+
+
 class PrometheusHookError(RuntimeError):
     """Prometheus rejected the query (a 4xx) or answered with an unexpected result type."""
 
@@ -97,7 +102,7 @@ class PrometheusHook(BaseHook):
 
     def values(self, expr: str) -> list[float]:
         """One float per series of an instant query (NaN kept: the canary treats it as no data)."""
-        return [float(series["value"][1]) if series.get("value") else math.nan for series in self.query(expr)]
+        return sample_values(self.query(expr))
 
     def firing_alerts(self) -> list[dict[str, Any]]:
         """Firing alerts from ``ALERTS``, each ``{"labels": {...}, "active_at": unix seconds | None}``.

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from pitcrew.models_file import load_models_file
-from pitcrew.serving.client import TritonControl
-from pitcrew.serving.factory import base_config, check_artifact_labels, make_swapper
-from pitcrew.serving.swap import HotSwapper
 from pitcrew.settings import get_settings
+
+if TYPE_CHECKING:
+    from pitcrew.models_file import ModelEntry
+    from pitcrew.serving.client import TritonControl
+    from pitcrew.serving.swap import HotSwapper
+
+# The serving package (tritonclient, gevent, grpc) is imported when a task calls the hook, not when a
+# DAG file that names an operator using it is parsed.
 
 
 class TritonHook(BaseHook):
@@ -56,10 +60,14 @@ class TritonHook(BaseHook):
         return self.parse_connection(conn.host, conn.port, conn.extra_dejson)
 
     def get_conn(self) -> TritonControl:
+        from pitcrew.serving.client import TritonControl
+
         return TritonControl(self.params["url"], retries=self.params["retries"])
 
-    def swapper(self, model: str) -> HotSwapper:
-        entry = load_models_file(get_settings().models_file).get(model)
+    def swapper(self, model: str | ModelEntry) -> HotSwapper:
+        from pitcrew.serving.factory import make_swapper
+
+        entry = self._entry(model) if isinstance(model, str) else model
         p = self.params
         return make_swapper(
             entry, p["url"], p["repository"], lock_timeout_s=p["lock_timeout_s"], retries=p["retries"]
@@ -67,10 +75,12 @@ class TritonHook(BaseHook):
 
     def deploy(self, model: str, version: int, artifact: str | Path | None = None) -> dict:
         """Hot-swap ``version`` in (publishing ``artifact`` first if given); a JSON-safe result."""
-        entry = load_models_file(get_settings().models_file).get(model)
+        from pitcrew.serving.factory import base_config, check_artifact_labels
+
+        entry = self._entry(model)
         if artifact is not None:
             check_artifact_labels(entry, Path(artifact))
-        result = self.swapper(model).deploy(
+        result = self.swapper(entry).deploy(
             model, int(version), Path(artifact) if artifact else None, base_config(entry)
         )
         return result.as_dict()
@@ -80,6 +90,12 @@ class TritonHook(BaseHook):
 
     def serving_version(self, model: str) -> int | None:
         return self.swapper(model).serving_version(model)
+
+    @staticmethod
+    def _entry(model: str) -> ModelEntry:
+        from pitcrew.models_file import load_models_file
+
+        return load_models_file(get_settings().models_file).get(model)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -28,6 +28,15 @@ from training.metrics import classification_metrics
 from training.mlflow_sink import MetricsSink
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _opt(default: Any, text: str) -> Any:
+    """A config field with a default and the help ``python -m training finetune`` shows for its flag."""
+    return field(default=default, metadata=_help(text))
+
+
 @dataclass
 class FinetuneConfig:
     """Everything one fine-tuning run needs; defaults suit MiniLM-sized encoders on a few thousand rows.
@@ -36,79 +45,40 @@ class FinetuneConfig:
     ``transformers.HfArgumentParser`` builds from this class; ``extra_tags`` is API-only.
     """
 
-    output_dir: Path = field(
-        metadata={"help": "output folder (written under a temporary name, then renamed)"}
+    # One line per field: its type, default and flag help read together.
+    output_dir: Path = field(metadata=_help("output folder (written under a temporary name, then renamed)"))
+    train_data: Path | None = _opt(None, "training data: Parquet, CSV or JSONL with text and label columns ...")
+    inference_log: Path | None = _opt(None, "... or the inference log (Parquet dataset) joined with feedback")
+    feedback: Path | None = _opt(None, "feedback labels joined to inference_log on request_id")
+    eval_data: Path | None = _opt(None, "eval data; default: a seeded hold-out of eval_fraction of the rows")
+    base_model: str = _opt(MINILM, "'minilm' (packaged), a folder, or a hub id already in the local cache")
+    labels: list[str] | None = _opt(
+        None, "labels in logit order; default: the base model's labels if they cover the data, else the sorted data labels"
     )
-    train_data: Path | None = field(
-        default=None,
-        metadata={"help": "training data: Parquet, CSV or JSONL with text and label columns ..."},
-    )
-    inference_log: Path | None = field(
-        default=None, metadata={"help": "... or the inference log (Parquet dataset) joined with feedback"}
-    )
-    feedback: Path | None = field(
-        default=None, metadata={"help": "feedback labels joined to inference_log on request_id"}
-    )
-    eval_data: Path | None = field(
-        default=None, metadata={"help": "eval data; default: a seeded hold-out of eval_fraction of the rows"}
-    )
-    base_model: str = field(
-        default=MINILM,
-        metadata={"help": "'minilm' (packaged), a folder, or a hub id already in the local cache"},
-    )
-    labels: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "labels in logit order; default: the base model's labels if they cover "
-            "the data, else the sorted data labels"
-        },
-    )
-    text_column: str = field(default="text", metadata={"help": "name of the text column"})
-    label_column: str = field(default="label", metadata={"help": "name of the label column"})
+    text_column: str = _opt("text", "name of the text column")
+    label_column: str = _opt("label", "name of the label column")
     # 128: the serving tokenizer's limit; short support messages rarely reach it
-    max_length: int = field(default=128, metadata={"help": "tokenizer truncation length"})
-    batch_size: int = field(default=32, metadata={"help": "training batch size"})
-    learning_rate: float = field(
-        default=5e-5, metadata={"help": "AdamW peak learning rate (the usual BERT fine-tuning rate)"}
+    max_length: int = _opt(128, "tokenizer truncation length")
+    batch_size: int = _opt(32, "training batch size")
+    learning_rate: float = _opt(5e-5, "AdamW peak learning rate (the usual BERT fine-tuning rate)")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (none on biases and LayerNorm weights)")
+    warmup_ratio: float = _opt(0.1, "share of the steps with linear warm-up")
+    epochs: float = _opt(3.0, "passes over the training rows")
+    max_steps: int | None = _opt(None, "optimizer steps; overrides epochs when set")
+    eval_fraction: float = _opt(0.1, "share of the training rows held out for eval when there is no eval_data")
+    eval_every: int | None = _opt(None, "evaluate every N steps; default: once per epoch")
+    early_stopping_patience: int = _opt(2, "evaluations without improvement before stopping")
+    time_budget_s: float | None = _opt(None, "stop cleanly (keeping the best weights) after this many seconds")
+    checkpoint_dir: Path | None = _opt(None, "checkpoint folder; default: <output_dir>.ckpt next to the output")
+    resume: bool = _opt(False, "resume from the checkpoint folder if it holds one")
+    seed: int = _opt(0, "random seed")
+    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available, else cpu")
+    mlflow_tracking_uri: str | None = _opt(
+        None, "log per-step metrics here; default: $MLFLOW_TRACKING_URI (unset: none)"
     )
-    weight_decay: float = field(
-        default=0.01, metadata={"help": "AdamW weight decay (none on biases and LayerNorm weights)"}
-    )
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps with linear warm-up"})
-    epochs: float = field(default=3.0, metadata={"help": "passes over the training rows"})
-    max_steps: int | None = field(
-        default=None, metadata={"help": "optimizer steps; overrides epochs when set"}
-    )
-    eval_fraction: float = field(
-        default=0.1,
-        metadata={"help": "share of the training rows held out for eval when there is no eval_data"},
-    )
-    eval_every: int | None = field(
-        default=None, metadata={"help": "evaluate every N steps; default: once per epoch"}
-    )
-    early_stopping_patience: int = field(
-        default=2, metadata={"help": "evaluations without improvement before stopping"}
-    )
-    time_budget_s: float | None = field(
-        default=None, metadata={"help": "stop cleanly (keeping the best weights) after this many seconds"}
-    )
-    checkpoint_dir: Path | None = field(
-        default=None, metadata={"help": "checkpoint folder; default: <output_dir>.ckpt next to the output"}
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "resume from the checkpoint folder if it holds one"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: Literal["auto", "cpu", "cuda"] = field(
-        default="auto", metadata={"help": "auto: cuda when available, else cpu"}
-    )
-    mlflow_tracking_uri: str | None = field(
-        default=None,
-        metadata={"help": "log per-step metrics here; default: $MLFLOW_TRACKING_URI (unset: none)"},
-    )
-    mlflow_experiment: str = field(default="pitcrew-finetune", metadata={"help": "MLflow experiment name"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar (--no-progress hides it)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing output folder"})
+    mlflow_experiment: str = _opt("pitcrew-finetune", "MLflow experiment name")
+    progress: bool = _opt(True, "show a progress bar (--no-progress hides it)")
+    overwrite: bool = _opt(False, "replace an existing output folder")
     # A dict is no CLI flag: python -m training leaves it out (training/__main__.py).
     extra_tags: dict[str, str] = field(default_factory=dict, metadata={"help": "MLflow run tags (API only)"})
 
