@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # pitcrew's entry point on a fresh Debian/Ubuntu machine. Every command first does the set-up it needs:
-# the Debian packages (Prometheus, Alertmanager, docker-compose), a Python 3.11 venv in .venv with the
+# the Debian packages (Prometheus, Alertmanager, docker-compose, PostgreSQL, Redis), a Python 3.11 venv in .venv with the
 # pinned requirements, and `pip check`.
 #
 #   ./dev.sh demo     set up, then run the closed-loop demo on the local stack (pitcrew demo)
@@ -28,6 +28,9 @@ apt_packages() {
   command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  # The distributed profile (pitcrew stack up --profile distributed): PostgreSQL and the Celery broker.
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then

@@ -8,6 +8,7 @@ defaults of the same servers a developer may already run (8080, 5000, 8000, 9090
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,12 +35,28 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(29090, description="Prometheus server.")
     alertmanager_port: int = Field(29093, description="Alertmanager.")
     alertmanager_cluster_port: int = Field(29094, description="Alertmanager gossip port (bound to host).")
+    # The distributed profile only (`pitcrew stack up --profile distributed`).
+    postgres_port: int = Field(25432, description="PostgreSQL (distributed profile): Airflow's and MLflow's database.")
+    redis_port: int = Field(26379, description="Redis (distributed profile): the Celery broker.")
 
     models_file: Path = Field(
         REPO_ROOT / "models.yaml", description="The models file (one entry per served model)."
     )
     model_repository: Path | None = Field(
         None, description="Triton model repository; default: <home>/model_repository."
+    )
+    secrets_dir: Path | None = Field(
+        None, description="Folder of secret files (mode 0600), one per secret; default: <home>/secrets."
+    )
+    shared_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Storage every worker and Triton mount (JSON list); default: [<home>, model repository].",
+    )
+    airflow_internal_url: str | None = Field(
+        None, description="The API server as tasks reach it (the alert webhook); default: the local URL."
+    )
+    postgres_data: Path | None = Field(
+        None, description="PostgreSQL data directory (distributed profile); default: <home>/postgres."
     )
     dags_folder: Path = Field(REPO_ROOT / "dags", description="Airflow DAGs folder.")
     plugins_folder: Path = Field(REPO_ROOT / "plugins", description="Airflow plugins folder.")
@@ -65,6 +82,8 @@ class Settings(BaseSettings):
         "prometheus_port",
         "alertmanager_port",
         "alertmanager_cluster_port",
+        "postgres_port",
+        "redis_port",
     )
     @classmethod
     def _port_in_range(cls, value: int) -> int:
@@ -92,6 +111,22 @@ class Settings(BaseSettings):
     @property
     def repository_dir(self) -> Path:
         return (self.model_repository or self.home_dir / "model_repository").resolve()
+
+    @property
+    def secrets_path(self) -> Path:
+        return (self.secrets_dir or self.home_dir / "secrets").resolve()
+
+    @property
+    def shared_roots(self) -> list[Path]:
+        return [p.resolve() for p in self.shared_dirs] or [self.home_dir, self.repository_dir]
+
+    @property
+    def airflow_task_url(self) -> str:
+        return self.airflow_internal_url or self.airflow_url
+
+    @property
+    def postgres_data_dir(self) -> Path:
+        return (self.postgres_data or self.home_dir / "postgres").resolve()
 
     @property
     def airflow_url(self) -> str:
@@ -132,6 +167,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if isinstance(value, Path):
                 value = value.resolve()
+            if isinstance(value, list):  # pydantic-settings reads complex fields as JSON
+                value = json.dumps([str(Path(v).resolve()) for v in value])
             env[f"PITCREW_{name.upper()}"] = str(value)
         return env
 

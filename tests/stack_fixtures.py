@@ -12,8 +12,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from pitcrew.settings import Settings
-from pitcrew.stack.components import all_components
-from pitcrew.stack.runner import Stack
+from pitcrew.stack.runner import Stack, components_for
 
 PORT_FIELDS = tuple(name for name in Settings.model_fields if name.endswith("_port"))
 
@@ -40,10 +39,13 @@ def make_settings(home: Path, **overrides: object) -> Settings:
 
 
 @contextmanager
-def running_stack(settings: Settings, only: tuple[str, ...] | None = None) -> Iterator[Stack]:
-    """Bring up the real components (all, or those named in ``only``), yield the Stack, always bring it down."""
-    components = [c for c in all_components(settings) if only is None or c.name in only]
-    stack = Stack(settings, components)
+def running_stack(
+    settings: Settings, only: tuple[str, ...] | None = None, profile: str = "embedded"
+) -> Iterator[Stack]:
+    """Bring up the profile's real components (all, or those named in ``only``), yield the Stack, always
+    bring it down."""
+    components = [c for c in components_for(settings, profile) if only is None or c.name in only]
+    stack = Stack(settings, components, profile=profile)
     try:
         stack.up()
         yield stack

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,14 +24,28 @@ from pitcrew.stack.base import (
     http_health,
     stack_secret,
     venv_bin,
-    webhook_token,
 )  # fmt: skip
+from pitcrew.stack.topology import AIRFLOW_PROCESSES
 
-AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Users of the simple auth manager: ``admin`` (Admin), ``approver`` (Op: answers approvals assigned to
+#: it), ``viewer`` (Viewer). `pitcrew airflow-init` writes their passwords.
+SIMPLE_AUTH_MANAGER_USERS = "admin:admin,approver:op,viewer:viewer"
+
+
+#: The triggerer's log server would listen on every interface (Airflow has no option to bind it); its
+#: logs are files in the log folder the API server reads, so it serves none.
+EXTRA_ARGS = {"triggerer": ("--skip-serve-logs",)}
+
+
+SECRET_SETTINGS = ("PITCREW_WEBHOOK_TOKEN", "PITCREW_WEBHOOK_HMAC_SECRET")
+
+
+def passwords_file(settings: Settings) -> Path:
+    return settings.home_dir / "airflow" / "passwords.json"
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
-    """Airflow configuration of the local stack, as ``AIRFLOW__SECTION__KEY`` variables."""
+    """Airflow configuration of the embedded stack (SQLite, LocalExecutor), as ``AIRFLOW__SECTION__KEY``."""
     home = settings.home_dir / "airflow"
     env = base_env()
     env.update(
@@ -43,8 +58,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__FERNET_KEY": _fernet_key(settings),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,approver:op,viewer:viewer",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": SIMPLE_AUTH_MANAGER_USERS,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(settings)),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             # Workers call the API server's execution API: without the real address every task fails.
             "AIRFLOW__API__BASE_URL": settings.airflow_url,
@@ -53,7 +68,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": stack_secret(settings, "airflow_api_secret_key"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
-            # All four processes must sign and verify task tokens with the same key.
+            # All processes must sign and verify task tokens with the same key.
             "AIRFLOW__API_AUTH__JWT_SECRET": stack_secret(settings, "airflow_jwt_secret"),
             "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
@@ -68,9 +83,12 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             ),
         }
     )
-    # Tasks and the webhook plugin read the same settings as the CLI that started the stack.
-    env.update(settings.as_env())
-    # Connections the Hooks use by default; production defines them in Airflow (see docker-compose.yml).
+    # Tasks and the webhook plugin read the same settings as the CLI that started the stack, except the
+    # secrets: those they read from the secrets folder (pitcrew.stack.base.stack_secret).
+    env.update({k: v for k, v in settings.as_env().items() if k not in SECRET_SETTINGS})
+    env["PITCREW_MODEL_REPOSITORY"] = str(settings.repository_dir)
+    # Connections the Hooks use by default; they hold no secret. The alert webhook's connection (its
+    # password is the webhook token) is written into the metadata database by `pitcrew airflow-init`.
     env["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": settings.mlflow_url})
     env["AIRFLOW_CONN_TRITON_DEFAULT"] = json.dumps(
         {"conn_type": "triton", "host": settings.host, "port": settings.triton_http_port,
@@ -79,11 +97,6 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     env["AIRFLOW_CONN_PROMETHEUS_DEFAULT"] = json.dumps(
         {"conn_type": "prometheus", "host": settings.prometheus_url}
     )
-    # The alert webhook the poller posts to (HttpHook); its bearer token is the connection's password.
-    env["AIRFLOW_CONN_PITCREW_WEBHOOK"] = json.dumps(
-        {"conn_type": "http", "host": settings.host, "port": settings.airflow_port, "schema": "http",
-         "password": webhook_token(settings)}
-    )  # fmt: skip
     return env
 
 
@@ -94,7 +107,7 @@ def settings_repo_root() -> Path:
 
 
 def _fernet_key(settings: Settings) -> str:
-    path = settings.home_dir / "secrets" / "airflow_fernet_key"
+    path = settings.secrets_path / "airflow_fernet_key"
     if not path.exists():
         from cryptography.fernet import Fernet
 
@@ -110,7 +123,7 @@ def airflow_password(settings: Settings, user: str = "admin") -> str:
     Users of the local stack: ``admin`` (Admin), ``approver`` (Op: may answer approvals assigned to it),
     ``viewer`` (Viewer).
     """
-    path = settings.home_dir / "airflow" / "passwords.json"
+    path = passwords_file(settings)
     try:
         return json.loads(path.read_text())[user]
     except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -121,34 +134,29 @@ def airflow_admin_password(settings: Settings) -> str:
     return airflow_password(settings, "admin")
 
 
-def airflow_component(settings: Settings) -> Component:
+def run_airflow_init(settings: Settings, env: dict[str, str], cwd: Path) -> None:
+    """`pitcrew airflow-init` under the stack's Airflow environment: the same code compose's init runs."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [str(venv_bin() / "pitcrew"), "airflow-init"], env=env, cwd=cwd, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise StackError(f"airflow: `pitcrew airflow-init` failed:\n{tail}")
+
+
+def airflow_component(settings: Settings, env_for: Callable[[Settings], dict[str, str]] = airflow_env) -> Component:
+    """Airflow's four processes under the environment ``env_for`` builds (embedded or distributed)."""
     home = settings.home_dir / "airflow"
 
     def prepare() -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [str(venv_bin() / "airflow"), "db", "migrate"],
-            env=airflow_env(settings),
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-            raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
-        # One Triton swap at a time across every DAG (concurrent load calls are not safe; docs/design.md).
-        pool = subprocess.run(
-            [str(venv_bin() / "airflow"), "pools", "set", "pitcrew_triton_swaps", "1", "Serialises Triton swaps"],
-            env=airflow_env(settings), cwd=home, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if pool.returncode != 0:
-            raise StackError(f"airflow: could not create the pitcrew_triton_swaps pool: {pool.stderr[-500:]}")
+        run_airflow_init(settings, env_for(settings), home)
 
     def processes() -> list[Process]:
-        env = airflow_env(settings)
+        env = env_for(settings)
         return [
-            Process(f"airflow-{sub}", [str(venv_bin() / "airflow"), sub], env, home)
+            Process(f"airflow-{sub}", [str(venv_bin() / "airflow"), sub, *EXTRA_ARGS.get(sub, ())], env, home)
             for sub in AIRFLOW_PROCESSES
         ]
 

@@ -30,6 +30,8 @@ class Process:
     argv: list[str]
     env: dict[str, str]
     cwd: Path
+    #: Run as this OS user (PostgreSQL refuses to run as root); None: the current user.
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,29 @@ def http_health(url: str, expect: Callable[[httpx.Response], bool] | None = None
     return Health(True, "ok")
 
 
-def stack_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
-    """A secret generated once per stack home, so restarts keep tokens and sessions valid."""
-    path = settings.home_dir / "secrets" / name
-    if path.exists():
+def stack_secret(settings: Settings, name: str, nbytes: int = 32, configured: str = "") -> str:
+    """A secret kept in the secrets folder (mode 0600), so restarts keep tokens and sessions valid.
+
+    Generated once; a ``configured`` value (from the settings) replaces the file's, so every process that
+    reads the file (Airflow's, which never get the secret in their environment) agrees with it.
+    """
+    path = settings.secrets_path / name
+    if path.exists() and (not configured or path.read_text().strip() == configured):
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = secrets.token_urlsafe(nbytes)
-    path.write_text(value)
+    value = configured or secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
     path.chmod(0o600)
     return value
 
 
 def webhook_token(settings: Settings) -> str:
-    return settings.webhook_token.get_secret_value() or stack_secret(settings, "webhook_token")
+    return stack_secret(settings, "webhook_token", configured=settings.webhook_token.get_secret_value())
 
 
 def webhook_hmac_secret(settings: Settings) -> str:
-    return settings.webhook_hmac_secret.get_secret_value() or stack_secret(settings, "webhook_hmac_secret")
+    return stack_secret(
+        settings, "webhook_hmac_secret", configured=settings.webhook_hmac_secret.get_secret_value()
+    )

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -47,7 +48,10 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # MLflow
 # --------------------------------------------------------------------------------------------------
-def mlflow_component(settings: Settings) -> Component:
+def mlflow_component(
+    settings: Settings, backend_store_uri: str | None = None, extra_env: Callable[[], dict[str, str]] | None = None
+) -> Component:
+    """MLflow with artifacts proxied by the server; SQLite unless ``backend_store_uri`` (PostgreSQL) is given."""
     home = settings.home_dir / "mlflow"
 
     def processes() -> list[Process]:
@@ -55,11 +59,11 @@ def mlflow_component(settings: Settings) -> Component:
         argv = [
             str(venv_bin() / "mlflow"), "server",
             "--host", settings.host, "--port", str(settings.mlflow_port),
-            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+            "--backend-store-uri", backend_store_uri or f"sqlite:///{home / 'mlflow.db'}",
             "--artifacts-destination", str(home / "artifacts"),
             "--workers", "1",
         ]  # fmt: skip
-        return [Process("mlflow", argv, base_env(), home)]
+        return [Process("mlflow", argv, {**base_env(), **(extra_env() if extra_env else {})}, home)]
 
     return Component(
         name="mlflow",

@@ -60,7 +60,9 @@ class ProcessRegistry:
         proc = self.read(name)
         return proc if proc is not None and proc.is_alive() else None
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> ManagedProcess:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path, user: str | None = None
+    ) -> ManagedProcess:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file(name).open("ab")
@@ -74,6 +76,7 @@ class ProcessRegistry:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=user,
         )
         log.close()
         proc = ManagedProcess(name=name, pid=popen.pid, create_time=psutil.Process(popen.pid).create_time())

@@ -22,11 +22,42 @@ class ComponentStatus:
     health: Health
 
 
+PROFILES = ("embedded", "distributed")
+
+
+def components_for(settings: Settings, profile: str) -> list[Component]:
+    if profile == "distributed":
+        from pitcrew.stack.distributed import distributed_components
+
+        return distributed_components(settings)
+    if profile != "embedded":
+        raise StackError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    return all_components(settings)
+
+
 class Stack:
-    def __init__(self, settings: Settings, components: list[Component] | None = None) -> None:
+    """The local stack under one home. ``profile``: None means the one it was last brought up with."""
+
+    def __init__(
+        self, settings: Settings, components: list[Component] | None = None, profile: str | None = None
+    ) -> None:
         self.settings = settings
-        self.components = components if components is not None else all_components(settings)
         self.registry = ProcessRegistry(settings.home_dir)
+        recorded = self.recorded_profile()
+        if profile is not None and recorded not in (None, profile) and self._anything_running(recorded):
+            raise StackError(
+                f"the stack in {settings.home_dir} is up with the {recorded} profile; "
+                f"run `pitcrew stack down` before bringing it up as {profile}"
+            )
+        self.profile = profile or recorded or "embedded"
+        self.components = components if components is not None else components_for(settings, self.profile)
+
+    def recorded_profile(self) -> str | None:
+        path = self.settings.home_dir / "profile"
+        return path.read_text().strip() if path.exists() else None
+
+    def _anything_running(self, profile: str) -> bool:
+        return any(self._running_processes(c) for c in components_for(self.settings, profile))
 
     # ---------------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -54,6 +85,7 @@ class Stack:
     def up(self) -> list[ComponentStatus]:
         self.settings.home_dir.mkdir(parents=True, exist_ok=True)
         self.preflight()
+        (self.settings.home_dir / "profile").write_text(self.profile)
         started: list[Component] = []
         try:
             for component in self.components:
@@ -64,7 +96,7 @@ class Stack:
                 log.info("starting %s", component.name)
                 component.prepare()
                 for proc in component.processes():
-                    self.registry.start(proc.name, proc.argv, proc.env, proc.cwd)
+                    self.registry.start(proc.name, proc.argv, proc.env, proc.cwd, proc.user)
                 started.append(component)
                 self._wait_healthy(component)
                 log.info("%s healthy at %s", component.name, component.url)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,14 +10,17 @@ import pytest
 import yaml
 
 from pitcrew.settings import Settings
+from pitcrew.stack import airflow_component as airflow_component_module
 from pitcrew.stack import components
 from pitcrew.stack.components import (
+    AIRFLOW_PROCESSES,
     StackError,
     airflow_env,
     alertmanager_config,
     prepare_triton_backends,
     prometheus_config,
     triton_env,
+    webhook_hmac_secret,
     webhook_token,
 )
 from pitcrew.stack.runner import Stack
@@ -68,22 +72,68 @@ class TestConfigs:
         self, settings: Settings, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Tasks read servers from Airflow connections only; the stack defines each, and each hook reads it."""
-        from airflow.providers.http.hooks.http import HttpHook
-
         from operators.mlflow_hook import MlflowHook
         from operators.prometheus_hook import PrometheusHook
         from operators.triton_hook import TritonHook
 
-        for name, value in airflow_env(settings).items():
-            if name.startswith("AIRFLOW_CONN_"):
-                monkeypatch.setenv(name, value)
+        conns = {k: v for k, v in airflow_env(settings).items() if k.startswith("AIRFLOW_CONN_")}
+        assert set(conns) == {
+            "AIRFLOW_CONN_MLFLOW_DEFAULT",
+            "AIRFLOW_CONN_TRITON_DEFAULT",
+            "AIRFLOW_CONN_PROMETHEUS_DEFAULT",
+        }
+        for name, value in conns.items():
+            monkeypatch.setenv(name, value)
         assert MlflowHook().tracking_uri == settings.mlflow_url
         assert PrometheusHook().get_url() == settings.prometheus_url
         assert TritonHook().params["url"] == settings.triton_http_url
         assert TritonHook().params["repository"] == settings.repository_dir
-        webhook = HttpHook(method="POST", http_conn_id="pitcrew_webhook")
-        assert webhook.url_from_endpoint("/pitcrew/alerts") == f"{settings.airflow_url}/pitcrew/alerts"
-        assert webhook.get_connection("pitcrew_webhook").password == webhook_token(settings)
+
+    def test_webhook_secrets_never_travel_in_the_environment(self, settings: Settings) -> None:
+        """`pitcrew airflow-init` writes the pitcrew_webhook connection into the metadata DB instead."""
+        env = airflow_env(settings)
+        assert "AIRFLOW_CONN_PITCREW_WEBHOOK" not in env
+        token = webhook_token(settings)
+        hmac_secret = webhook_hmac_secret(settings)
+        for name, value in env.items():
+            assert token not in value, f"the webhook token is in {name}"
+            assert hmac_secret not in value, f"the webhook HMAC secret is in {name}"
+
+    def test_only_the_triggerer_skips_serving_logs(self, settings: Settings) -> None:
+        procs = {p.name: p for p in components.airflow_component(settings).processes()}
+        assert set(procs) == {f"airflow-{sub}" for sub in AIRFLOW_PROCESSES}
+        for name, proc in procs.items():
+            assert proc.argv[1] == name.removeprefix("airflow-")
+            assert ("--skip-serve-logs" in proc.argv) == (name == "airflow-triggerer"), proc.argv
+            assert proc.cwd == settings.home_dir / "airflow"
+
+    def test_prepare_runs_pitcrew_airflow_init_in_airflows_env(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[tuple[list[str], dict]] = []
+
+        def fake_run(argv, **kwargs):
+            calls.append((argv, kwargs))
+            return subprocess.CompletedProcess(argv, 0, "ok", "")
+
+        monkeypatch.setattr(airflow_component_module.subprocess, "run", fake_run)
+        components.airflow_component(settings).prepare()
+        assert len(calls) == 1
+        argv, kwargs = calls[0]
+        assert argv == [str(Path(sys.executable).parent / "pitcrew"), "airflow-init"]
+        assert kwargs["env"] == airflow_env(settings)
+        assert kwargs["cwd"] == settings.home_dir / "airflow"
+        assert kwargs["cwd"].is_dir()
+
+    def test_failed_airflow_init_names_the_command_and_its_output(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def fake_run(argv, **kwargs):  # noqa: ARG001
+            return subprocess.CompletedProcess(argv, 2, "", "pitcrew airflow-init: error: models outside\n")
+
+        monkeypatch.setattr(airflow_component_module.subprocess, "run", fake_run)
+        with pytest.raises(StackError, match=r"(?s)`pitcrew airflow-init` failed.*models outside"):
+            components.airflow_component(settings).prepare()
 
 
 class TestTriton:
