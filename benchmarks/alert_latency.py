@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = make_settings(
             root / "home",
             postgres_data=root / "postgres",
+            shared_dirs=[root],  # the models file's data paths resolve under the temporary folder
             dags_folder=write_dags_folder(root / "dags"),
             plugins_folder=REPO_ROOT / "plugins",
             deploy_dir=write_fast_deploy(root / "deploy"),
