@@ -124,15 +124,27 @@ class AirflowApi:
         self.wait(f"run {run_id} of {dag_id} to finish", done, timeout_s)
         return state[0]
 
-    #: Seen with Airflow 3.3.2's LocalExecutor: an answer that arrives within a second of the task parking
-    #: itself in ``awaiting_input`` races the executor's late "success" event for the parking process, and
-    #: the scheduler then marks the resumed task failed. A person never answers that fast; scripts wait.
-    SETTLE_S = 5.0
+    #: Airflow 3.3.2: the worker that parked a task in ``awaiting_input`` reports "success" to the executor
+    #: late, often ~5 s after the park: its supervisor sees the task process's sockets close before it can
+    #: reap the process, then blocks in a ``select`` on no sockets for ``[workers] min_heartbeat_interval``
+    #: (5 s; ``_monitor_subprocess`` in airflow/sdk/execution_time/supervisor.py). While the answered task
+    #: is still ``scheduled`` the scheduler ignores that late event, but once it has queued the resumed try
+    #: (same try number, so the same executor key) it takes the late event as the resumed try's own and
+    #: fails the task as killed externally ("state mismatch" in the event log; ``process_executor_events`` in
+    #: airflow/jobs/scheduler_job_runner.py). An approval has no retries, so the run fails. The answer must
+    #: land after the scheduler has read that event: 5 s for the supervisor plus room for a scheduler loop
+    #: on a slow machine, counted from when the caller saw ``awaiting_input`` (never before the park).
+    #: 5 s left no margin (most likely why a rejected run failed once in CI). A person never answers that
+    #: fast; scripts wait.
+    SETTLE_S = 10.0
 
     def respond(
         self, dag_id: str, run_id: str, task_id: str, option: str, params: dict | None = None
     ) -> None:
-        """Answer a waiting approval as this user (``Approve`` or ``Reject``)."""
+        """Answer a waiting approval as this user (``Approve`` or ``Reject``), :attr:`SETTLE_S` from now.
+
+        Call it once the task is ``awaiting_input`` (:meth:`wait_for_task`).
+        """
         time.sleep(self.SETTLE_S)
         payload = af.UpdateHITLDetailPayload(chosen_options=[option], params_input=params or {})
         try:

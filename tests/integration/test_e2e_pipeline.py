@@ -114,6 +114,16 @@ def _states(world: World, dag_id: str, run_id: str) -> dict[str, str | None]:
     return world.admin.task_states(dag_id, run_id)
 
 
+def _assert_run_ends(world: World, dag_id: str, run_id: str, expected: str) -> None:
+    """Wait for the run to end; if it ends otherwise, say how each task ended (which one failed) and where
+    the scheduler's account is (a task the scheduler failed need not show why in its own log)."""
+    state = world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S)
+    assert state == expected, (
+        f"run {run_id} ended {state!r}, not {expected!r}; tasks: {_states(world, dag_id, run_id)}; "
+        f"scheduler log: {world.settings.home_dir / 'logs' / 'airflow-scheduler.log'}"
+    )
+
+
 def _runs_total(world: World, model: str, outcome: str) -> float:
     """``pitcrew_pipeline_runs_total{model, outcome}`` as the pipeline's textfile exports it now."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -145,9 +155,7 @@ def test_approved_run_deploys_the_challenger(world: World) -> None:
         world.settings.triton_http_url, model, world.data[model]["eval_b"], interval_s=0.3
     ):
         world.approver.respond(dag_id, run_id, "approval", "Approve")
-        assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success", _states(
-            world, dag_id, run_id
-        )
+        _assert_run_ends(world, dag_id, run_id, "success")
 
     states = _states(world, dag_id, run_id)
     for task_id in ("data_quality", "drift", "prepare_training", "fine_tune", "evaluate", "compile", "register",
@@ -186,7 +194,7 @@ def test_rejected_run_changes_nothing(world: World) -> None:
     run_id = world.run(model, {"force_retrain": True})
     world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
     world.approver.respond(dag_id, run_id, "approval", "Reject")
-    assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success"
+    _assert_run_ends(world, dag_id, run_id, "success")
     states = _states(world, dag_id, run_id)
     assert states["approval"] == "success" and states["record_outcome"] == "success"
     for task_id in ("hot_swap", "canary", "canary_decision", "promote", "rollback"):
@@ -210,7 +218,7 @@ def test_rollback_dag_restores_the_previous_champion(world: World) -> None:
         world.settings.triton_http_url, model, world.data[model]["eval_b"], interval_s=0.2
     ) as traffic:
         world.approver.respond(dag_id, run_id, "approval", "Approve")
-        assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "success"
+        _assert_run_ends(world, dag_id, run_id, "success")
     assert traffic.result.failed == 0 and traffic.result.sent > 0  # the swap back lost no request
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 1
     assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == 2
@@ -227,7 +235,7 @@ def test_failed_canary_rolls_back_by_itself(world: World) -> None:
         world.settings.triton_http_url, model, world.data[model]["eval_b"], interval_s=0.3
     ):
         world.admin.respond(dag_id, run_id, "approval", "Approve")
-        assert world.admin.wait_for_run(dag_id, run_id, RUN_TIMEOUT_S) == "failed"
+        _assert_run_ends(world, dag_id, run_id, "failed")
     states = _states(world, dag_id, run_id)
     assert states["hot_swap"] == "success" and states["canary"] == "success"
     assert states["canary_decision"] == "success" and states["rollback"] == "success"
