@@ -24,6 +24,7 @@ from pitcrew.stack.base import (
     http_health,
     stack_secret,
     venv_bin,
+    write_private,
 )  # fmt: skip
 from pitcrew.stack.topology import AIRFLOW_PROCESSES
 
@@ -112,8 +113,7 @@ def _fernet_key(settings: Settings) -> str:
         from cryptography.fernet import Fernet
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_text(Fernet.generate_key().decode())
-        path.chmod(0o600)
+        write_private(path, Fernet.generate_key().decode())
     return path.read_text().strip()
 
 

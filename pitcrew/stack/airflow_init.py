@@ -17,8 +17,6 @@ run it again after an upgrade and it migrates, then leaves what exists alone.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import secrets
 import subprocess
 import sys
@@ -26,10 +24,8 @@ from pathlib import Path
 
 from pitcrew.models_file import load_models_file
 from pitcrew.settings import Settings
-from pitcrew.stack.base import StackError, webhook_hmac_secret, webhook_token
+from pitcrew.stack.base import StackError, webhook_hmac_secret, webhook_token, write_private
 from pitcrew.stack.topology import CONNECTION_IDS, POOLS
-
-log = logging.getLogger(__name__)
 
 WEBHOOK_CONN_ID = "pitcrew_webhook"
 MODEL_PATH_FIELDS = ("train_data", "golden_data", "inference_log", "feedback")
@@ -62,11 +58,9 @@ def check_shared_storage(settings: Settings, executor: str) -> list[str]:
     return problems
 
 
-def migrate(env: dict[str, str]) -> None:
+def migrate() -> None:
     airflow = Path(sys.executable).parent / "airflow"
-    result = subprocess.run(
-        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=900
-    )
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         raise StackError(f"`airflow db migrate` failed:\n{tail}")
@@ -128,10 +122,7 @@ def ensure_passwords(path: Path, users: str) -> list[str]:
         if name not in current:
             current[name] = secrets.token_urlsafe(12)
             added.append(name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(current, handle)
-    path.chmod(0o600)
+    write_private(path, json.dumps(current))
     return added
 
 
@@ -149,7 +140,7 @@ def airflow_init(settings: Settings) -> list[str]:
             + ". Move them under it, or declare their folder in PITCREW_SHARED_DIRS."
         )  # fmt: skip
     done = [f"shared storage checked ({executor})"]
-    migrate(dict(os.environ))
+    migrate()
     done.append("database migrated")
     ensure_pools()
     done.append("pools: " + ", ".join(f"{n}={s}" for n, (s, _) in POOLS.items()))

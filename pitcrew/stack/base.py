@@ -77,6 +77,15 @@ def http_health(url: str, expect: Callable[[httpx.Response], bool] | None = None
     return Health(True, "ok")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read, from the first byte (created 0600, never chmod'ed
+    after being readable): secret files, configs that hold a password."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)  # O_CREAT's mode applies to new files only
+
+
 def stack_secret(settings: Settings, name: str, nbytes: int = 32, configured: str = "") -> str:
     """A secret kept in the secrets folder (mode 0600), so restarts keep tokens and sessions valid.
 
@@ -88,10 +97,7 @@ def stack_secret(settings: Settings, name: str, nbytes: int = 32, configured: st
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = configured or secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    path.chmod(0o600)
+    write_private(path, value)
     return value
 
 

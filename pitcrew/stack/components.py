@@ -35,6 +35,7 @@ from pitcrew.stack.base import (
     venv_bin,
     webhook_hmac_secret,
     webhook_token,
+    write_private,
 )  # fmt: skip
 
 __all__ = [
@@ -271,8 +272,7 @@ def alertmanager_component(settings: Settings) -> Component:
         home.mkdir(parents=True, exist_ok=True)
         config = home / "alertmanager.yml"
         token = webhook_token(settings)
-        config.write_text(yaml.safe_dump(alertmanager_config(settings, token), sort_keys=False))
-        config.chmod(0o600)
+        write_private(config, yaml.safe_dump(alertmanager_config(settings, token), sort_keys=False))
         argv = [
             binary,
             f"--config.file={config}",

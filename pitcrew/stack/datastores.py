@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from pitcrew.settings import Settings
-from pitcrew.stack.base import Component, Health, Process, StackError, base_env, stack_secret
+from pitcrew.stack.base import Component, Health, Process, StackError, base_env, stack_secret, write_private
 
 DB_USER = "airflow"
 DATABASES = ("airflow", "mlflow")
@@ -52,9 +52,7 @@ def pgpass_file(settings: Settings) -> Path:
     password = stack_secret(settings, "postgres_password")
     line = f"{settings.host}:{settings.postgres_port}:*:{DB_USER}:{password}\n"
     if not path.exists() or path.read_text() != line:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(line)
+        write_private(path, line)
     return path
 
 
@@ -94,8 +92,7 @@ def init_postgres(settings: Settings) -> None:
         for path in (root, root / "run"):
             shutil.chown(path, user, user)
     pwfile = root / "initdb-password"
-    pwfile.write_text(stack_secret(settings, "postgres_password"))
-    pwfile.chmod(0o600)
+    write_private(pwfile, stack_secret(settings, "postgres_password"))
     if user is not None:
         shutil.chown(pwfile, user, user)
     try:
@@ -166,14 +163,13 @@ def redis_component(settings: Settings) -> Component:
         home.mkdir(parents=True, exist_ok=True)
         config = home / "redis.conf"
         # The password is in a 0600 config file, not in argv where `ps` would show it.
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(
-                f"bind {settings.host}\nport {settings.redis_port}\nprotected-mode yes\n"
-                f"dir {home}\nrequirepass {stack_secret(settings, 'redis_password')}\n"
-                # Queued Celery messages survive a restart of Redis.
-                "appendonly yes\ndaemonize no\n"
-            )
+        write_private(
+            config,
+            f"bind {settings.host}\nport {settings.redis_port}\nprotected-mode yes\n"
+            f"dir {home}\nrequirepass {stack_secret(settings, 'redis_password')}\n"
+            # Queued Celery messages survive a restart of Redis.
+            "appendonly yes\ndaemonize no\n",
+        )
         return [Process("redis", [binary, str(config)], base_env(), home)]
 
     def health() -> Health:
