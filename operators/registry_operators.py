@@ -63,6 +63,9 @@ class RegisterModelVersionOperator(PitcrewOperator):
     :param trigger: what started the run: alert, watch, schedule or manual (templated).
     :param alert: the alert that started it (``name``, ``fingerprint``, ``starts_at``), if any (templated).
     :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`.
+    :param triton_conn_id: connection of :class:`~operators.triton_hook.TritonHook`: before anything is
+        registered (and long before approval), the artifact must be servable by that Triton (runtime,
+        TensorRT version of a plan).
     """
 
     template_fields: Sequence[str] = (
@@ -83,10 +86,12 @@ class RegisterModelVersionOperator(PitcrewOperator):
         trigger: str = "manual",
         alert: Any = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
+        triton_conn_id: str = "triton_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.checkpoint, self.artifact = checkpoint, artifact
+        self.triton_conn_id = triton_conn_id
         self.compile_report, self.evaluation, self.window, self.drift = (
             compile_report,
             evaluation,
@@ -98,8 +103,10 @@ class RegisterModelVersionOperator(PitcrewOperator):
 
     @retry_only_transient
     def execute(self, context: Context) -> dict[str, Any]:
+        from operators.triton_hook import TritonHook
         from pitcrew.pipeline import release_steps
 
+        TritonHook(self.triton_conn_id).check_servable(self.model, self.artifact)
         evaluation = as_mapping(self.evaluation, "evaluation") or {}
         parent = None if self.parent_version in (None, "", "None") else int(self.parent_version)
         tags = release_steps.lineage_tags(

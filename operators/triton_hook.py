@@ -3,8 +3,11 @@
 Connection (conn type ``triton``): host and port of Triton's HTTP endpoint (required); extras
 ``repository`` (the live model repository folder Triton serves; default: pitcrew's ``model_repository``
 setting), ``retries`` (connection attempts per control call, the client's one retry policy) and
-``lock_timeout_s`` (how long to wait for another swap of the same model). The local stack defines
-``triton_default``; production defines it in Airflow (docker-compose.yml).
+``lock_timeout_s`` (how long to wait for another swap of the same model), and what this Triton can run:
+``core_standin`` (serve ``<name>_core`` ONNX models with the Python-backend stand-in), ``tensorrt_version``
+(plans built by another TensorRT are refused) and ``gpu`` (core instances on the GPU); these default to
+pitcrew's settings. The local stack defines ``triton_default``; production defines it in Airflow
+(docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -46,12 +49,20 @@ class TritonHook(BaseHook):
         """Connection fields as client arguments; scheme and path in ``host`` are dropped (HTTP endpoint)."""
         if not host or not port:
             raise ValueError("a triton connection needs the host and port of Triton's HTTP endpoint")
+        from pitcrew.serving.factory import TritonTarget
+
         host = host.split("://", 1)[-1].split("/", 1)[0]
+        settings = get_settings()
         return {
             "url": f"{host}:{port}",
-            "repository": Path(extra.get("repository") or get_settings().repository_dir),
+            "repository": Path(extra.get("repository") or settings.repository_dir),
             "retries": int(extra.get("retries", 3)),
             "lock_timeout_s": float(extra.get("lock_timeout_s", 0.0)),
+            "target": TritonTarget(
+                core_standin=_flag(extra.get("core_standin", settings.triton_core_standin)),
+                tensorrt_version=str(extra.get("tensorrt_version", settings.triton_tensorrt_version)),
+                gpu=_flag(extra.get("gpu", settings.triton_gpu)),
+            ),
         }
 
     @cached_property
@@ -75,15 +86,18 @@ class TritonHook(BaseHook):
 
     def deploy(self, model: str, version: int, artifact: str | Path | None = None) -> dict:
         """Hot-swap ``version`` in (publishing ``artifact`` first if given); a JSON-safe result."""
-        from pitcrew.serving.factory import base_config, check_artifact_labels
+        from pitcrew.serving.factory import deploy_version
 
         entry = self._entry(model)
-        if artifact is not None:
-            check_artifact_labels(entry, Path(artifact))
-        result = self.swapper(entry).deploy(
-            model, int(version), Path(artifact) if artifact else None, base_config(entry)
-        )
-        return result.as_dict()
+        path = Path(artifact) if artifact else None
+        return deploy_version(entry, self.swapper(entry), int(version), path, self.params["target"]).as_dict()
+
+    def check_servable(self, model: str, artifact: str | Path) -> None:
+        """Raise if this Triton cannot serve ``artifact`` (runtime, TensorRT version): before approval."""
+        from pitcrew.serving.artifact import read_artifact
+        from pitcrew.serving.factory import check_servable
+
+        check_servable(self._entry(model), read_artifact(Path(artifact)), self.params["target"])
 
     def rollback(self, model: str, version: int | None = None) -> dict:
         return self.swapper(model).rollback(model, version).as_dict()
@@ -103,3 +117,8 @@ class TritonHook(BaseHook):
         except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
             return False, f"{type(exc).__name__}: {exc}"
         return live, f"Triton at {self.params['url']} is {'live' if live else 'not live'}"
+
+
+def _flag(value: Any) -> bool:
+    """A boolean connection extra, which may arrive as JSON true or as the text "true"."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")

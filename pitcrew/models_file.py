@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Runtime = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
+#: Whether compile builds a TensorRT engine: ``auto`` where TensorRT and a GPU exist, ``require`` or ``off``.
+TensorRTMode = Literal["auto", "off", "require"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -70,7 +72,17 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Triton model name and MLflow registered model name.")
-    runtime: Runtime = "python-onnxruntime"
+    runtime: Runtime = Field(
+        "python-onnxruntime",
+        description="python-onnxruntime: one Python-backend model; onnxruntime / tensorrt: a Python front "
+        "model calling a <name>_core model of Triton's ORT / TensorRT backend.",
+    )
+    tensorrt: TensorRTMode | None = Field(
+        None,
+        description="Engine build: auto (runtime tensorrt degrades to the ONNX core, reason recorded, when "
+        "TensorRT is absent or fails parity), require (fail the run), off. Default: require for runtime "
+        "tensorrt, auto otherwise.",
+    )
     base_model: str = Field(
         "minilm", description="Base model dir, hub id, or 'minilm' (the packaged MiniLM)."
     )
@@ -91,6 +103,19 @@ class ModelEntry(BaseModel):
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     training: Training = Field(default_factory=Training)
+
+    @property
+    def tensorrt_mode(self) -> TensorRTMode:
+        """The effective engine build mode (``tensorrt`` or its runtime's default)."""
+        if self.tensorrt is not None:
+            return self.tensorrt
+        return "require" if self.runtime == "tensorrt" else "auto"
+
+    @model_validator(mode="after")
+    def _tensorrt_consistent(self) -> ModelEntry:
+        if self.runtime == "tensorrt" and self.tensorrt == "off":
+            raise ValueError("runtime tensorrt needs an engine build: set tensorrt to auto or require, not off")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     postgres_data: Path | None = Field(
         None, description="PostgreSQL data directory (distributed profile); default: <home>/postgres."
     )
+    triton_core_standin: bool = Field(
+        True,
+        description="Serve <name>_core ONNX models with the Python-backend stand-in (the bundled Triton has "
+        "only the Python backend); false on a Triton with the onnxruntime and tensorrt backends.",
+    )
+    triton_tensorrt_version: str = Field(
+        "", description="TensorRT version of the serving Triton; plans built by another are refused."
+    )
+    triton_gpu: bool = Field(False, description="Run <name>_core ONNX models on the GPU (KIND_GPU).")
     dags_folder: Path = Field(REPO_ROOT / "dags", description="Airflow DAGs folder.")
     plugins_folder: Path = Field(REPO_ROOT / "plugins", description="Airflow plugins folder.")
     deploy_dir: Path = Field(REPO_ROOT / "deploy", description="Prometheus, Alertmanager and Grafana config.")

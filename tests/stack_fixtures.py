@@ -53,6 +53,24 @@ def running_stack(
         stack.down()
 
 
+@contextmanager
+def stack_with_env(settings: Settings, only: tuple[str, ...] | None = None) -> Iterator[Stack]:
+    """:func:`running_stack` with ``settings`` also in this process's environment (what the CLI reads)."""
+    import pytest
+
+    from pitcrew.settings import get_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in settings.as_env().items():
+            mp.setenv(key, value)
+        get_settings.cache_clear()
+        try:
+            with running_stack(settings, only=only) as stack:
+                yield stack
+        finally:
+            get_settings.cache_clear()
+
+
 def port_open(port: int) -> bool:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.settimeout(0.3)

@@ -3,7 +3,7 @@
 Each version folder holds this file plus a model artifact (docs/model-artifact.md). Tokenization runs here
 with the artifact's tokenizer, truncated to its ``max_length``; the network runs in ONNX Runtime in this
 process (runtime ``python-onnxruntime``) or in a ``<name>_core`` model of Triton's ORT/TensorRT backend
-called through BLS (``core_model`` parameter). Every request gets its own response: a bad request (empty
+called through BLS (``core_model`` parameter), always its own version number of it. Every request gets its own response: a bad request (empty
 text, invalid UTF-8) gets a ``TritonError`` and the rest of the batch is served. Business metrics go to
 Triton's metrics endpoint; each prediction goes to the inference log, whose failures are only counted.
 
@@ -292,6 +292,7 @@ class TritonPythonModel:
             sorted(set(self.tokenizer.all_special_ids) - {self.unk_id}), dtype=np.int64
         )
         self.core_model = params.get("core_model") or None
+        self.core_max_batch = int(params.get("core_max_batch_size", "64"))
         self.session = None
         if self.core_model is None:
             options = ort.SessionOptions()
@@ -384,15 +385,25 @@ class TritonPythonModel:
         return probs, token_counts, ratios
 
     def _core_logits(self, feeds: dict) -> np.ndarray:
-        request = pb_utils.InferenceRequest(
-            model_name=self.core_model,
-            requested_output_names=[self.output_name],
-            inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
-        )
-        response = request.exec()
-        if response.has_error():
-            raise RuntimeError(f"{self.core_model}: {response.error().message()}")
-        return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()
+        """Logits from ``<name>_core`` version N for front version N (never another version's network),
+        in chunks of at most the core's max batch size (a TensorRT profile's maximum)."""
+        rows = len(next(iter(feeds.values())))
+        parts = []
+        for first in range(0, rows, self.core_max_batch):
+            request = pb_utils.InferenceRequest(
+                model_name=self.core_model,
+                model_version=int(self.version),
+                requested_output_names=[self.output_name],
+                inputs=[
+                    pb_utils.Tensor(name, value[first : first + self.core_max_batch])
+                    for name, value in feeds.items()
+                ],
+            )
+            response = request.exec()
+            if response.has_error():
+                raise RuntimeError(f"{self.core_model} v{self.version}: {response.error().message()}")
+            parts.append(pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy())
+        return np.concatenate(parts)
 
     def _records(self, ids, texts, labels, confidences, now: float) -> list:
         from monitoring.inference_log import InferenceRecord

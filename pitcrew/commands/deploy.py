@@ -1,7 +1,6 @@
 """``pitcrew deploy --model M --version N [--artifact DIR]``: hot-swap a version into Triton.
 
-Uses the same protocol as the Airflow task (publish, load beside the old version, verify, commit or
-restore). Talks to Triton directly from settings; Airflow need not be running.
+Uses the same protocol as the Airflow task (publish, stage and verify, commit or restore). Talks to Triton directly from settings; Airflow need not be running.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from pitcrew.cli import CommandError
 from pitcrew.serving.errors import ServingError
-from pitcrew.serving.factory import base_config, check_artifact_labels, swapper_from_settings
+from pitcrew.serving.factory import deploy_version, swapper_from_settings, target_from_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     entry, swapper = swapper_from_settings(args.model, lock_timeout_s=args.wait)
     try:
-        if args.artifact is not None:
-            check_artifact_labels(entry, args.artifact)
-        result = swapper.deploy(entry.name, args.version, args.artifact, config=base_config(entry))
+        result = deploy_version(entry, swapper, args.version, args.artifact, target_from_settings())
     except ServingError as exc:
         raise CommandError(str(exc)) from exc
     print(json.dumps(result.as_dict()))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitcrew.serving.errors import ArtifactError
+from pitcrew.serving.model_config import CoreContract
 
 REQUIRED_FILES = ("labels.json", "serving.json", "golden.json")
 MODEL_FILES = {"python-onnxruntime": "model.onnx", "onnxruntime": "model.onnx", "tensorrt": "model.plan"}
@@ -29,6 +30,23 @@ class Artifact:
     input_names: list[str]
     runtime: str
     golden: Golden
+    output_name: str = "logits"
+    core_max_batch_size: int = 64
+    runtime_reason: str = ""  # why the served runtime is not the requested one (``tensorrt: auto``)
+    plan: dict | None = None  # tensorrt.json: TensorRT version, compute capability, profile
+
+    @property
+    def model_file(self) -> str:
+        return MODEL_FILES[self.runtime]
+
+    def core_contract(self) -> CoreContract:
+        """What this artifact's ``<name>_core`` takes and gives; a plan's profile bounds its batch."""
+        max_batch = self.core_max_batch_size
+        if self.runtime == "tensorrt":
+            max_batch = int((self.plan or {}).get("profile", {}).get("max_batch", 0))
+            if max_batch < 1:
+                raise ArtifactError(f"{self.path}/tensorrt.json: no profile.max_batch for the core's max_batch_size")
+        return CoreContract(self.runtime, self.input_names, self.output_name, len(self.labels), max_batch)
 
 
 def _json(path: Path) -> object:
@@ -82,6 +100,28 @@ def read_artifact(folder: Path) -> Artifact:
     try:
         max_length = int(serving.get("max_length", 128))
         input_names = list(serving.get("input_names", ["input_ids", "attention_mask"]))
+        core_max_batch = int(serving.get("core_max_batch_size", 64))
     except (TypeError, ValueError) as exc:
-        raise ArtifactError(f"{folder}/serving.json: bad max_length or input_names ({exc})") from exc
-    return Artifact(folder, labels, max_length, input_names, runtime, golden)
+        raise ArtifactError(
+            f"{folder}/serving.json: bad max_length, input_names or core_max_batch_size ({exc})"
+        ) from exc
+    return Artifact(
+        folder, labels, max_length, input_names, runtime, golden,
+        output_name=str(serving.get("output_name", "logits")),
+        core_max_batch_size=core_max_batch,
+        runtime_reason=str(serving.get("runtime_reason") or ""),
+        plan=_plan_metadata(folder) if runtime == "tensorrt" else None,
+    )  # fmt: skip
+
+
+def _plan_metadata(folder: Path) -> dict:
+    """tensorrt.json of a plan artifact: the plan runs only on the TensorRT version that built it."""
+    from training.tensorrt_build import read_plan_metadata
+
+    try:
+        plan = read_plan_metadata(folder)
+    except Exception as exc:  # malformed: the message names the file
+        raise ArtifactError(str(exc)) from exc
+    if plan is None:
+        raise ArtifactError(f"{folder}: runtime tensorrt needs tensorrt.json (the plan's TensorRT version)")
+    return plan

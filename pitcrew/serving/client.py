@@ -1,12 +1,14 @@
 """A small Triton client for the swap protocol: control calls with bounded retries, and text inference.
 
 Only connection failures are retried (the server is restarting or not up yet); an answer from Triton,
-such as a refused load, is final and raised at once.
+such as a refused load, is final and raised at once. A load call is the exception: it is retried only when
+the connection was refused, because a load that broke after it was sent may still be running.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -14,6 +16,7 @@ from typing import TypeVar
 import numpy as np
 import tenacity
 import tritonclient.http as httpclient
+from gevent import Timeout
 from tritonclient.utils import InferenceServerException
 
 from pitcrew.serving.errors import ModelLoadError, ServingError, TritonUnavailableError
@@ -59,6 +62,8 @@ class TritonControl:
         self.url = url
         self.retries = retries
         self.backoff_s = backoff_s
+        self.load_timeout_s = load_timeout_s
+        self.poll_s = 0.2
         self._client = httpclient.InferenceServerClient(
             url, connection_timeout=5.0, network_timeout=load_timeout_s
         )
@@ -89,12 +94,57 @@ class TritonControl:
     def is_live(self) -> bool:
         return bool(self._call("health", self._client.is_server_live))
 
-    def load(self, model: str, config_json: str | None = None) -> None:
-        """Load (or reload) ``model``; blocks until its versions are READY; :class:`ModelLoadError` if refused."""
+    def load(self, model: str, config_json: str | None = None, versions: Sequence[int] = ()) -> None:
+        """Load (or reload) ``model``; blocks until its versions are READY; :class:`ModelLoadError` if refused.
+
+        A load is never sent twice. Only a refused connection (nothing was sent) is retried; if the call
+        breaks after it was sent (client timeout, reset), the load may still be running in Triton, so this
+        waits for ``versions`` to be READY instead of sending it again (docs/design.md, "Hot-swap").
+        """
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=8.0),
+            retry=tenacity.retry_if_exception_type(ConnectionRefusedError),
+            reraise=True,
+        )
         try:
-            self._call(f"load {model}", lambda: self._client.load_model(model, config=config_json))
+            retrying(lambda: self._client.load_model(model, config=config_json))
         except InferenceServerException as exc:
             raise ModelLoadError(f"Triton refused to load {model}: {exc.message()}") from exc
+        except ConnectionRefusedError as exc:
+            raise TritonUnavailableError(
+                f"Triton at {self.url} refused the connection to load {model} ({self.retries} attempts)"
+            ) from exc
+        except (*RETRYABLE, Timeout) as exc:
+            log.warning("Triton load of %s: %s after sending; waiting for readiness", model, exc)
+            self.await_ready(model, versions, exc)
+
+    def await_ready(self, model: str, versions: Sequence[int], cause: BaseException | None = None) -> None:
+        """Wait (up to the load timeout) until every one of ``versions`` of ``model`` is READY."""
+        deadline = time.monotonic() + self.load_timeout_s
+        while True:
+            try:
+                states = self.version_states(model)
+            except TritonUnavailableError:
+                states = {}
+            if versions and all(states.get(v) == "READY" for v in versions):
+                return
+            failed = [v for v in versions if states.get(v) == "UNAVAILABLE"]
+            if failed or not versions or time.monotonic() >= deadline:
+                raise ModelLoadError(
+                    f"{model}: the load call broke ({cause}) and versions {list(versions)} are "
+                    f"not READY (states {states}); it was not sent again"
+                ) from cause
+            time.sleep(self.poll_s)
+
+    def version_states(self, model: str) -> dict[int, str]:
+        """Each known version of ``model`` and its state (READY, LOADING, UNLOADING, UNAVAILABLE)."""
+        index = self._call("repository index", self._client.get_model_repository_index)
+        return {
+            int(entry["version"]): str(entry.get("state", ""))
+            for entry in index
+            if entry.get("name") == model and str(entry.get("version", "")).isdigit()
+        }
 
     def unload(self, model: str) -> None:
         try:
@@ -104,14 +154,7 @@ class TritonControl:
 
     def ready_versions(self, model: str) -> list[int]:
         """Versions of ``model`` that are READY now, ascending."""
-        index = self._call("repository index", self._client.get_model_repository_index)
-        return sorted(
-            int(entry["version"])
-            for entry in index
-            if entry.get("name") == model
-            and entry.get("state") == "READY"
-            and str(entry.get("version", "")).isdigit()
-        )
+        return sorted(v for v, state in self.version_states(model).items() if state == "READY")
 
     def stats(self, model: str, version: int) -> VersionStats:
         raw = self._call("statistics", lambda: self._client.get_inference_statistics(model, str(version)))

@@ -3,7 +3,8 @@
 One stable model name takes raw text and answers label, probabilities, version and request id. For the
 ``python-onnxruntime`` runtime the Python backend runs ONNX Runtime itself; for ``onnxruntime`` and
 ``tensorrt`` the same Python front end tokenizes and calls a ``<name>_core`` model (Triton's ORT or TensorRT
-backend) through BLS, so clients never see the runtime.
+backend) through BLS, pinned to its own version number, so clients never see the runtime. The core's config
+comes from the artifact's own metadata (:class:`CoreContract`), so it cannot contradict the engine.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ class ServingOptions:
     ort_threads: int = 1  # intra-op threads per instance; instances x threads <= cores
     inference_log_uri: str = ""  # empty: no inference log
     inference_log_flush_s: float = 2.0
+    core_max_batch_size: int = 64  # the front calls its core in chunks of at most this many texts
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
-        if self.max_batch_size < 1 or self.instance_count < 1 or self.ort_threads < 1:
-            raise ValueError("max_batch_size, instance_count and ort_threads must be >= 1")
+        if min(self.max_batch_size, self.instance_count, self.ort_threads, self.core_max_batch_size) < 1:
+            raise ValueError("max_batch_size, core_max_batch_size, instance_count and ort_threads must be >= 1")
         if self.inference_log_flush_s <= 0:
             raise ValueError("inference_log_flush_s must be positive")
 
@@ -70,34 +72,86 @@ def text_model_config(name: str, num_labels: int, options: ServingOptions) -> mc
     }
     if options.runtime != "python-onnxruntime":
         params["core_model"] = core_model_name(name)
+        params["core_max_batch_size"] = str(options.core_max_batch_size)
     for key, value in params.items():
         config.parameters[key].string_value = value
     return config
 
 
+#: Triton's platform of each compiled runtime's core model.
+CORE_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+
+
+@dataclass(frozen=True)
+class CoreContract:
+    """What a core model takes and gives, read from the artifact (docs/model-artifact.md)."""
+
+    runtime: str
+    input_names: list[str]
+    output_name: str
+    num_labels: int
+    max_batch_size: int  # for a TensorRT plan: its optimisation profile's maximum batch
+
+
 def core_model_config(
-    name: str, num_labels: int, input_names: list[str], options: ServingOptions
+    name: str,
+    contract: CoreContract,
+    options: ServingOptions,
+    *,
+    standin: bool = False,
+    gpu: bool = False,
 ) -> mc.ModelConfig:
-    """The tensor-in, logits-out model run by Triton's ORT or TensorRT backend (not for python-onnxruntime)."""
-    if options.runtime not in _CORE_BACKEND:
+    """The ids-in, logits-out ``<name>_core`` model run by Triton's ORT or TensorRT backend.
+
+    :param standin: a Python-backend model with the identical I/O contract that runs the same ONNX file
+        with ONNX Runtime (``model_repository/core_standin``), for a Triton that only has the Python backend.
+    :param gpu: instances on the GPU (always so for a TensorRT plan).
+    """
+    if contract.runtime not in _CORE_BACKEND:
         raise ValueError(
-            f"runtime {options.runtime!r} has no core model; the Python backend runs ONNX itself"
+            f"runtime {contract.runtime!r} has no core model; the Python backend runs ONNX itself"
         )
-    backend, filename = _CORE_BACKEND[options.runtime]
-    config = mc.ModelConfig(
-        name=core_model_name(name),
-        backend=backend,
-        max_batch_size=options.max_batch_size,
-        default_model_filename=filename,
-    )
-    for input_name in input_names:
+    if standin and contract.runtime == "tensorrt":
+        raise ValueError("a TensorRT plan runs only on Triton's TensorRT backend; there is no stand-in for it")
+    backend, filename = _CORE_BACKEND[contract.runtime]
+    config = mc.ModelConfig(name=core_model_name(name), max_batch_size=contract.max_batch_size)
+    if standin:
+        config.backend = "python"
+        config.parameters["standin_for"].string_value = CORE_PLATFORMS[contract.runtime]
+        config.parameters["ort_threads"].string_value = str(options.ort_threads)
+    else:
+        config.platform = CORE_PLATFORMS[contract.runtime]
+        config.backend = backend
+        config.default_model_filename = filename
+    for input_name in contract.input_names:
         config.input.add(**_tensor(input_name, mc.TYPE_INT64, [-1]))
-    config.output.add(**_tensor("logits", mc.TYPE_FP32, [num_labels]))
+    config.output.add(**_tensor(contract.output_name, mc.TYPE_FP32, [contract.num_labels]))
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    kind = mc.ModelInstanceGroup.KIND_GPU if options.runtime == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
+    on_gpu = contract.runtime == "tensorrt" or (gpu and not standin)
+    kind = mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(kind=kind, count=options.instance_count)
     config.version_policy.latest.num_versions = 1
     return config
+
+
+def staging_model_name(name: str) -> str:
+    """Where a new version is verified: a model name no client calls (docs/design.md, "Hot-swap")."""
+    return f"{name}__staging"
+
+
+def staging_config(config: mc.ModelConfig, version: int) -> mc.ModelConfig:
+    """``config`` renamed to the staging model, serving only ``version``, writing no inference log."""
+    staged = set_version_policy(config, [version])
+    staged.name = staging_model_name(config.name)
+    # Golden-set checks are not user traffic: they must not reach the drift window.
+    if "inference_log_uri" in staged.parameters:
+        del staged.parameters["inference_log_uri"]
+    return staged
+
+
+def core_of(config: mc.ModelConfig) -> str | None:
+    """The core model a front config calls, or None for a one-model runtime."""
+    return config.parameters["core_model"].string_value if "core_model" in config.parameters else None
 
 
 def set_version_policy(config: mc.ModelConfig, versions: list[int]) -> mc.ModelConfig:

@@ -79,7 +79,13 @@ def golden_answers(artifact: Path, texts: list[str]) -> dict:
 
 
 def build_artifact(
-    target: Path, labels: list[str], *, seed: int = 0, max_length: int = 64, hidden_size: int = 32
+    target: Path,
+    labels: list[str],
+    *,
+    seed: int = 0,
+    max_length: int = 64,
+    hidden_size: int = 32,
+    runtime: str = "python-onnxruntime",
 ) -> Path:
     """Write a complete serving artifact for a tiny random BERT to ``target``; return ``target``."""
     from training.tiny import build_tiny_model
@@ -94,7 +100,7 @@ def build_artifact(
     AutoTokenizer.from_pretrained(hf_dir).save_pretrained(target)
     (target / "labels.json").write_text(json.dumps(labels))
     (target / "serving.json").write_text(
-        json.dumps({"max_length": max_length, "input_names": input_names, "runtime": "python-onnxruntime"})
+        json.dumps({"max_length": max_length, "input_names": input_names, "runtime": runtime})
     )
     (target / "golden.json").write_text(json.dumps(golden_answers(target, GOLDEN_TEXTS)))
     return target

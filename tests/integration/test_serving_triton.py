@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,8 @@ from pitcrew.cli import main as pitcrew_main
 from pitcrew.serving.client import TritonControl
 from pitcrew.settings import get_settings
 from tests.integration.serving_artifacts import build_artifact
-from tests.stack_fixtures import free_ports, make_settings, running_stack
+from tests.integration.serving_traffic import Traffic
+from tests.stack_fixtures import free_ports, make_settings, stack_with_env
 
 pytestmark = pytest.mark.integration
 LABELS = ["billing", "technical", "account", "shipping"]
@@ -50,23 +50,9 @@ def stack(tmp_path_factory):
     }
     models_file.write_text(yaml.safe_dump({"models": [entry]}))
     settings = make_settings(root / "home", models_file=models_file)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in settings.as_env().items():
-            mp.setenv(key, value)
-        get_settings.cache_clear()
-        with running_stack(settings, only=("triton", "prometheus")):
-            assert (
-                pitcrew_main(["deploy", "--model", MODEL, "--version", "1", "--artifact", str(artifacts[1])])
-                == 0
-            )
-            yield {
-                "settings": settings,
-                "artifacts": artifacts,
-                "broken": broken,
-                "root": root,
-                "entry": entry,
-            }
-    get_settings.cache_clear()
+    with stack_with_env(settings, only=("triton", "prometheus")):
+        assert pitcrew_main(["deploy", "--model", MODEL, "--version", "1", "--artifact", str(artifacts[1])]) == 0
+        yield {"settings": settings, "artifacts": artifacts, "broken": broken, "root": root, "entry": entry}
 
 
 @pytest.fixture(scope="module")
@@ -153,37 +139,9 @@ def test_inference_log_rows_written_and_read_back_with_feedback(stack, client):
     assert row["confidence"] == pytest.approx(max(answer.probabilities), abs=1e-6)
 
 
-class Traffic:
-    """Steady unversioned requests in the background; counts failures across swaps."""
-
-    def __init__(self, url: str) -> None:
-        self.client = TritonControl(url, retries=1)
-        self.ok = 0
-        self.failures: list[str] = []
-        self.versions: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.versions.add(self.client.classify(MODEL, ["refund my order"])[0].version)
-                self.ok += 1
-            except Exception as exc:  # every failure is a finding of the test
-                self.failures.append(str(exc))
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_deploy_reject_broken_and_rollback_without_failed_requests(stack, client, capsys):
     repo = stack["settings"].repository_dir
-    with Traffic(stack["settings"].triton_http_url) as traffic:
+    with Traffic(stack["settings"].triton_http_url, MODEL) as traffic:
         # deploy -> verify -> commit
         assert (
             pitcrew_main(
@@ -194,15 +152,16 @@ def test_deploy_reject_broken_and_rollback_without_failed_requests(stack, client
         assert '"version": 2' in capsys.readouterr().out
         assert client.classify(MODEL, ["hello"])[0].version == "2"
         assert client.ready_versions(MODEL) == [2]
-        # a corrupt version is rejected; version 2 keeps serving; its files stay for inspection
+        # a corrupt version is rejected before any client sees it; version 2 keeps serving; the
+        # half-published version is removed, so a retry can publish it again
         assert (
             pitcrew_main(["deploy", "--model", MODEL, "--version", "3", "--artifact", str(stack["broken"])])
             == 2
         )
         err = capsys.readouterr().err
-        assert "version 3 failed to load; version 2 keeps serving" in err
+        assert "Triton refused to load textclf__staging" in err and "version 2 keeps serving" in err
         assert client.classify(MODEL, ["hello"])[0].version == "2"
-        assert (repo / MODEL / "3" / "model.onnx").exists()
+        assert not (repo / MODEL / "3").exists() and not (repo / "textclf__staging").exists()
         # rollback restores the previous version (a lower number)
         assert pitcrew_main(["rollback", "--model", MODEL]) == 0
         assert '"version": 1' in capsys.readouterr().out

@@ -26,6 +26,7 @@ from pitcrew.models_file import ModelEntry
 from pitcrew.settings import get_settings
 from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
 from tests.unit.operator_context import RUN_ID, context_for, in_dag, use_models
+from tests.unit.test_serving_artifact import write_artifact
 
 MODEL = "textclf"
 LABELS = ["billing", "technical", "account", "shipping"]
@@ -68,11 +69,19 @@ def mlflow(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_template: Pat
 
 
 def _serving(folder: Path, marker: str = "v") -> Path:
-    """A compiled serving folder, as far as the registry checks it."""
-    folder.mkdir(parents=True)
+    """A compiled serving folder (docs/model-artifact.md), as far as the registry and the servable check read it."""
+    write_artifact(folder, labels=LABELS)
     (folder / "model.onnx").write_bytes(b"onnx-" + marker.encode())
-    (folder / "labels.json").write_text(json.dumps(LABELS))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def triton_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection the servable check reads (what this Triton runs); nothing is called on it."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TRITON_DEFAULT",
+        json.dumps({"conn_type": "triton", "host": "127.0.0.1", "port": 1, "extra": {"core_standin": True}}),
+    )
 
 
 def _run_files(tmp_path: Path, name: str = "run") -> dict[str, str]:
@@ -244,7 +253,7 @@ class TestRegisterModelVersionOperator:
     def test_nothing_deployable_fails_for_good(self, mlflow: MlflowClient, tmp_path: Path) -> None:
         task = _register_task(tmp_path)
         Path(task.artifact, "model.onnx").unlink()
-        with pytest.raises(AirflowFailException, match="RegistryError: .*no model.onnx"):
+        with pytest.raises(AirflowFailException, match="ArtifactError: .*needs model.onnx, which is missing"):
             task.execute(context_for(task))
         assert registry.alias_version(mlflow, MODEL, registry.CHALLENGER) is None
 

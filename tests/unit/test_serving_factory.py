@@ -6,8 +6,16 @@ from pathlib import Path
 import pytest
 
 from pitcrew.models_file import ModelEntry
-from pitcrew.serving.errors import ArtifactError, ServingError
-from pitcrew.serving.factory import base_config, check_artifact_labels, make_swapper
+from pitcrew.serving.artifact import read_artifact
+from pitcrew.serving.errors import ArtifactError
+from pitcrew.serving.factory import (
+    TritonTarget,
+    base_config,
+    check_artifact_labels,
+    check_servable,
+    make_swapper,
+    serving_configs,
+)
 from tests.unit.test_serving_artifact import write_artifact
 
 
@@ -34,9 +42,6 @@ class TestFactory:
         swapper = make_swapper(entry(), "127.0.0.1:1", tmp_path)
         assert swapper.latency_budget_ms == 123 and swapper.repository == Path(tmp_path)
 
-    def test_runtimes_with_a_core_model_are_refused_clearly(self, tmp_path):
-        with pytest.raises(ServingError, match="python-onnxruntime only; tensorrt needs the textclf_core"):
-            make_swapper(entry(runtime="tensorrt"), "127.0.0.1:1", tmp_path)
 
     def test_artifact_labels_must_match_models_file(self, tmp_path):
         folder = write_artifact(tmp_path / "a", labels=("b", "a"))
@@ -46,3 +51,76 @@ class TestFactory:
         with pytest.raises(ArtifactError, match=r"labels \['b', 'a'\] differ"):
             check_artifact_labels(entry(), folder)
         check_artifact_labels(entry(labels=["b", "a"]), folder)
+
+
+def plan_artifact(folder: Path, *, built_with: str = "10.8.0.43", max_batch: int = 32) -> Path:
+    """A TensorRT artifact as compile writes it: a plan file (not an engine) and its real metadata file."""
+    write_artifact(folder, runtime="tensorrt")
+    (folder / "model.plan").write_bytes(b"not an engine: only the metadata is read")
+    serving = json.loads((folder / "serving.json").read_text())
+    (folder / "serving.json").write_text(json.dumps({**serving, "core_max_batch_size": 64}))
+    metadata = {
+        "tensorrt_version": built_with, "gpu_name": "NVIDIA L4", "compute_capability": "8.9",
+        "profile": {"min_batch": 1, "opt_batch": 8, "max_batch": max_batch, "min_sequence": 1,
+                    "opt_sequence": 64, "max_sequence": 128},
+    }  # fmt: skip
+    (folder / "tensorrt.json").write_text(json.dumps(metadata))
+    return folder
+
+
+GPU_TRITON = TritonTarget(core_standin=False, tensorrt_version="10.8.0", gpu=True)
+
+
+class TestServable:
+    def test_core_config_max_batch_is_the_engine_profiles_maximum(self, tmp_path):
+        folder = plan_artifact(tmp_path / "a", max_batch=24)
+        front, core = serving_configs(entry(runtime="tensorrt"), folder, GPU_TRITON)
+        profile = json.loads((folder / "tensorrt.json").read_text())["profile"]
+        assert core.max_batch_size == profile["max_batch"] == 24  # not serving.json's 64, not the front's
+        assert front.parameters["core_max_batch_size"].string_value == "24"
+        assert core.platform == "tensorrt_plan"
+        assert [i.name for i in core.input] == read_artifact(folder).input_names
+
+    def test_plan_from_another_tensorrt_is_refused_naming_both_versions(self, tmp_path):
+        folder = plan_artifact(tmp_path / "a", built_with="10.9.0.34")
+        with pytest.raises(ArtifactError, match=r"built with TensorRT 10\.9\.0\.34.*runs TensorRT 10\.8\.0"):
+            check_servable(entry(runtime="tensorrt"), read_artifact(folder), GPU_TRITON)
+
+    def test_same_release_with_another_build_number_is_accepted(self, tmp_path):
+        folder = plan_artifact(tmp_path / "a", built_with="10.8.0.43")
+        check_servable(entry(runtime="tensorrt"), read_artifact(folder), GPU_TRITON)
+
+    def test_unknown_serving_tensorrt_version_is_refused(self, tmp_path):
+        folder = plan_artifact(tmp_path / "a")
+        with pytest.raises(ArtifactError, match="TensorRT version is not configured"):
+            check_servable(entry(runtime="tensorrt"), read_artifact(folder), TritonTarget())
+
+    def test_plan_without_metadata_is_refused(self, tmp_path):
+        folder = plan_artifact(tmp_path / "a")
+        (folder / "tensorrt.json").unlink()
+        with pytest.raises(ArtifactError, match="needs tensorrt.json"):
+            read_artifact(folder)
+
+    def test_plan_on_the_python_only_triton_is_refused(self, tmp_path):
+        folder = plan_artifact(tmp_path / "a")
+        with pytest.raises(ArtifactError, match="needs Triton's TensorRT backend"):
+            check_servable(entry(runtime="tensorrt"), read_artifact(folder), TritonTarget(core_standin=True))
+
+    def test_auto_accepts_the_onnx_core_it_degraded_to(self, tmp_path):
+        folder = write_artifact(tmp_path / "a", runtime="onnxruntime")
+        serving = json.loads((folder / "serving.json").read_text())
+        reason = "tensorrt requested (auto): TensorRT not installed; serving the ONNX core"
+        (folder / "serving.json").write_text(json.dumps({**serving, "runtime_reason": reason}))
+        front, core = serving_configs(entry(runtime="tensorrt", tensorrt="auto"), folder, TritonTarget(True))
+        assert core.backend == "python" and core.parameters["standin_for"].string_value == "onnxruntime_onnx"
+        with pytest.raises(ArtifactError, match="compiled for runtime onnxruntime.*TensorRT not installed"):
+            check_servable(entry(runtime="tensorrt"), read_artifact(folder), GPU_TRITON)  # require: no
+
+    def test_runtime_mismatch_is_refused(self, tmp_path):
+        folder = write_artifact(tmp_path / "a", runtime="python-onnxruntime")
+        with pytest.raises(ArtifactError, match="compiled for runtime python-onnxruntime, the models file says onnxruntime"):
+            check_servable(entry(runtime="onnxruntime"), read_artifact(folder), TritonTarget(True))
+
+    def test_one_model_runtime_has_no_core(self, tmp_path):
+        front, core = serving_configs(entry(), write_artifact(tmp_path / "a"), TritonTarget(True))
+        assert core is None and "core_model" not in front.parameters

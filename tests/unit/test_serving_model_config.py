@@ -6,10 +6,12 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pitcrew.serving.model_config import (
+    CoreContract,
     ServingOptions,
     core_model_config,
     from_pbtxt,
     set_version_policy,
+    staging_config,
     text_model_config,
     to_load_json,
     to_pbtxt,
@@ -40,20 +42,46 @@ class TestTextModelConfig:
 
     @pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
     def test_backend_runtimes_call_a_core_model(self, runtime):
-        options = ServingOptions(runtime=runtime)
+        options = ServingOptions(runtime=runtime, core_max_batch_size=32)
         front = text_model_config("textclf", 3, options)
-        core = core_model_config("textclf", 3, ["input_ids", "attention_mask"], options)
+        contract = CoreContract(runtime, ["input_ids", "attention_mask"], "logits", 3, 32)
+        core = core_model_config("textclf", contract, options)
         assert front.parameters["core_model"].string_value == core.name == "textclf_core"
-        assert core.backend == runtime
+        assert front.parameters["core_max_batch_size"].string_value == "32"
+        assert core.platform == {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}[runtime]
         assert [i.name for i in core.input] == ["input_ids", "attention_mask"]
-        assert all(i.data_type == mc.TYPE_INT64 for i in core.input)
+        assert all(i.data_type == mc.TYPE_INT64 and list(i.dims) == [-1] for i in core.input)
         assert core.output[0].name == "logits" and list(core.output[0].dims) == [3]
+        assert core.max_batch_size == 32
         gpu = core.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
         assert gpu == (runtime == "tensorrt")
 
+    def test_standin_core_has_the_same_contract_on_the_python_backend(self):
+        options = ServingOptions(runtime="onnxruntime")
+        contract = CoreContract("onnxruntime", ["input_ids"], "logits", 2, 16)
+        real = core_model_config("m", contract, options, gpu=True)
+        standin = core_model_config("m", contract, options, standin=True, gpu=True)
+        assert (standin.backend, standin.platform) == ("python", "")
+        assert standin.parameters["standin_for"].string_value == "onnxruntime_onnx"
+        for field in ("name", "max_batch_size", "input", "output"):
+            assert getattr(real, field) == getattr(standin, field)
+        assert real.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+        assert standin.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+
+    def test_no_standin_for_a_plan(self):
+        contract = CoreContract("tensorrt", ["input_ids"], "logits", 2, 32)
+        with pytest.raises(ValueError, match="no stand-in"):
+            core_model_config("m", contract, ServingOptions(runtime="tensorrt"), standin=True)
+
     def test_python_runtime_has_no_core_model(self):
         with pytest.raises(ValueError, match="no core model"):
-            core_model_config("m", 2, ["input_ids"], ServingOptions())
+            core_model_config("m", CoreContract("python-onnxruntime", ["input_ids"], "logits", 2, 8), ServingOptions())
+
+    def test_staging_config_serves_one_version_under_another_name_without_log(self):
+        config = text_model_config("m", 2, ServingOptions(inference_log_uri="/log"))
+        staged = staging_config(config, 7)
+        assert staged.name == "m__staging" and list(staged.version_policy.specific.versions) == [7]
+        assert "inference_log_uri" not in staged.parameters and config.parameters["inference_log_uri"].string_value
 
     @pytest.mark.parametrize(
         ("kwargs", "message"),

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("airflow.sdk", reason="the Triton hook needs Airflow")
 
-from operators.triton_hook import TritonHook  # noqa: E402
+from operators.triton_hook import TritonHook
+from pitcrew.serving.factory import TritonTarget  # noqa: E402
 from pitcrew.settings import get_settings  # noqa: E402
 from tests.stack_fixtures import free_ports  # noqa: E402
 
@@ -20,13 +21,15 @@ class TestTritonHook:
         params = TritonHook.parse_connection(
             "http://triton.internal/ignored",
             8000,
-            {"repository": "/models", "retries": "5", "lock_timeout_s": "30"},
-        )
+            {"repository": "/models", "retries": "5", "lock_timeout_s": "30", "core_standin": "false",
+             "tensorrt_version": "10.8.0.43", "gpu": True},
+        )  # fmt: skip
         assert params == {
             "url": "triton.internal:8000",
             "repository": Path("/models"),
             "retries": 5,
             "lock_timeout_s": 30.0,
+            "target": TritonTarget(core_standin=False, tensorrt_version="10.8.0.43", gpu=True),
         }
 
     @pytest.mark.parametrize(
@@ -49,6 +52,8 @@ class TestTritonHook:
             "repository": (tmp_path / "home" / "model_repository").resolve(),
             "retries": 3,
             "lock_timeout_s": 0.0,
+            # the local stack's bundled Triton: Python backend only, no TensorRT, no GPU
+            "target": TritonTarget(core_standin=True, tensorrt_version="", gpu=False),
         }
 
     def test_params_from_the_connection(self, monkeypatch):
