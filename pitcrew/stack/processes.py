@@ -1,8 +1,8 @@
 """Start and stop background servers by pid file, never by process name.
 
-Each server runs in its own session (``start_new_session``) so that stopping it also ends the children
-it spawned (Airflow forks workers and gunicorn-like children; Triton forks Python-backend stubs). A pid
-file also records the process start time, so a pid reused by an unrelated process is never signalled.
+Each server runs in its own session (``start_new_session``) so that stopping it also ends every process of
+that session: the children it spawned, even those in process groups of their own (Airflow forks workers
+and task supervisors; Triton forks Python-backend stubs). A pid file also records the process start time, so a pid reused by an unrelated process is never signalled.
 """
 
 from __future__ import annotations
@@ -90,12 +90,12 @@ class ProcessRegistry:
         proc = self.read(name)
         stopped = False
         if proc is not None and proc.is_alive():
-            _signal_group(proc.pid, signal.SIGTERM)
+            _signal_session(proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and _group_alive(proc.pid):
+            while time.monotonic() < deadline and _session_members(proc.pid):
                 time.sleep(0.2)
-            if _group_alive(proc.pid):
-                _signal_group(proc.pid, signal.SIGKILL)
+            if _session_members(proc.pid):
+                _signal_session(proc.pid, signal.SIGKILL)
                 time.sleep(0.5)
             stopped = True
         self.pid_file(name).unlink(missing_ok=True)
@@ -108,21 +108,28 @@ class ProcessRegistry:
             return "(no log)"
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+def _session_members(sid: int) -> list[int]:
+    """Live processes of the session ``sid`` (the server started with ``start_new_session``).
 
-
-def _group_alive(pgid: int) -> bool:
+    The session, not the process group: Airflow puts each task's supervisor in a process group of its own
+    (``setpgid``), so signalling only the server's group left a LocalExecutor worker running after ``down``.
+    """
+    members = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                return True
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
         except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
             continue
-    return False
+    return members
+
+
+def _signal_session(sid: int, sig: signal.Signals) -> None:
+    for pid in _session_members(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def port_in_use(host: str, port: int) -> bool:

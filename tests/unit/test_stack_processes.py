@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from pitcrew.stack.processes import ProcessRegistry, port_in_use
 
@@ -14,10 +15,15 @@ from pitcrew.stack.processes import ProcessRegistry, port_in_use
 FORKING = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
 
 
+# A parent whose child moves to a process group of its own, as Airflow's task supervisors do.
+FORKING_OWN_GROUP = FORKING.replace("subprocess.Popen([", "subprocess.Popen(process_group=0, args=[")
+
+
 class TestProcessRegistry:
-    def test_start_and_stop_ends_the_whole_group(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("script", [FORKING, FORKING_OWN_GROUP], ids=["same-group", "own-group"])
+    def test_start_and_stop_ends_the_whole_session(self, tmp_path: Path, script: str) -> None:
         registry = ProcessRegistry(tmp_path)
-        proc = registry.start("demo", [sys.executable, "-c", FORKING], env={}, cwd=tmp_path)
+        proc = registry.start("demo", [sys.executable, "-c", script], env={}, cwd=tmp_path)
         time.sleep(0.5)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "the parent should have forked a child"
