@@ -1,18 +1,25 @@
 """Compile a fine-tuned model into the serving artifact of docs/model-artifact.md.
 
 ONNX export (dynamic batch and sequence) with parity against torch on the eval rows: 100% argmax agreement
-and max |Δlogit| <= 1e-4 in fp32. On a CUDA machine with TensorRT, also an fp16 engine with parity
-(>= 99.9% agreement, max |Δlogit| <= 1e-2) and its version/GPU metadata; otherwise the report says why it
-was skipped, and no engine is faked. Everything is written under a temporary name and renamed into place;
-a parity failure raises ``ParityError`` and leaves nothing deployable behind.
+and max |Δlogit| <= 1e-4 in fp32 (ONNX Runtime's CPU provider against torch with TF32 off, so neither side
+rounds). On a CUDA machine with TensorRT, also an fp16 engine with parity (>= 99.9% agreement, max |Δlogit|
+<= 1e-2) and its version/GPU metadata; otherwise the report says why it was skipped, and no engine is faked.
+
+Which runtime the artifact is served with (``serving.json`` ``runtime``) follows ``runtime`` and ``tensorrt``:
+runtime ``tensorrt`` with ``tensorrt=require`` fails when no engine passes parity; with ``tensorrt=auto`` it
+degrades to the ONNX core (``onnxruntime``) and says why in ``runtime_reason``. Everything is written under a
+temporary name and renamed into place; a failure raises (``ParityError``, ``TensorRTBuildError``) and leaves
+nothing deployable behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -22,8 +29,9 @@ import numpy as np
 from training.data import LabelledText, load_labelled
 from training.errors import DataError, ParityError
 from training.inference import encode, load_classifier, model_labels, softmax
-from training.onnx_export import OrtRunner, export_onnx
+from training.onnx_export import OUTPUT_NAME, OrtRunner, export_onnx
 from training.tensorrt_build import (
+    PLAN_METADATA,
     EngineRunner,
     OptimizationProfile,
     TensorRTBuildError,
@@ -63,17 +71,23 @@ class CompileConfig:
     )
     opset: int = field(default=18, metadata={"help": "ONNX opset"})
     runtime: Runtime = field(
-        default="python-onnxruntime", metadata={"help": "serving runtime written into serving.json"}
+        default="python-onnxruntime",
+        metadata={"help": "requested serving runtime (serving.json says the one served and why it differs)"},
     )
-    tensorrt: TensorRTMode = field(
-        default="auto",
+    tensorrt: TensorRTMode | None = field(
+        default=None,
         metadata={
-            "help": "auto: build an engine when CUDA and TensorRT exist; off; "
-            "require: fail if it cannot be built"
+            "help": "auto: build an engine when CUDA and TensorRT exist (runtime tensorrt falls back to the "
+            "ONNX core, reason recorded); off; require: fail if none passes parity. "
+            "Default: require for runtime tensorrt, auto otherwise"
         },
     )
     profile: OptimizationProfile = field(
         default_factory=OptimizationProfile, metadata={"help": "TensorRT optimisation profile"}
+    )
+    core_max_batch_size: int = field(
+        default=64,
+        metadata={"help": "max_batch_size of the <name>_core model (serving.json); TensorRT: the profile's max batch"},
     )
     parity_rows: int = field(
         default=1024,
@@ -97,12 +111,16 @@ class CompileConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output folder"})
 
     def __post_init__(self) -> None:
+        if self.tensorrt is None:  # the models file's default (ModelEntry.tensorrt_mode)
+            self.tensorrt = "require" if self.runtime == "tensorrt" else "auto"
         if self.tensorrt not in get_args(TensorRTMode):
             raise ValueError(f"tensorrt must be auto, off or require, got {self.tensorrt!r}")
         if self.runtime not in get_args(Runtime):
             raise ValueError(f"unknown runtime {self.runtime!r}")
         if self.runtime == "tensorrt" and self.tensorrt == "off":
             raise ValueError("runtime 'tensorrt' needs the TensorRT build (tensorrt != off)")
+        if self.core_max_batch_size < 1:
+            raise ValueError(f"core_max_batch_size must be >= 1, got {self.core_max_batch_size}")
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -116,14 +134,37 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     return {"rows": int(len(reference)), "argmax_agreement": agreement, "max_abs_diff": diff}
 
 
-def _check(name: str, figures: dict, min_agreement: float, max_abs_diff: float) -> None:
+def _judge(name: str, figures: dict, min_agreement: float, max_abs_diff: float) -> str | None:
+    """Record the budget and the verdict in ``figures``; return why it failed, or ``None`` when it passed."""
     figures.update(min_agreement=min_agreement, max_abs_diff_allowed=max_abs_diff,
                    passed=figures["argmax_agreement"] >= min_agreement and figures["max_abs_diff"] <= max_abs_diff)
-    if not figures["passed"]:
-        raise ParityError(
-            f"{name} parity failed on {figures['rows']} rows: argmax agreement {figures['argmax_agreement']:.4%} "
-            f"(need >= {min_agreement:.2%}), max |Δlogit| {figures['max_abs_diff']:.3g} (allowed {max_abs_diff:g}); "
-            "nothing was written")
+    if figures["passed"]:
+        return None
+    return (f"{name} parity failed on {figures['rows']} rows: argmax agreement {figures['argmax_agreement']:.4%} "
+            f"(need >= {min_agreement:.2%}), max |Δlogit| {figures['max_abs_diff']:.3g} (allowed {max_abs_diff:g})")
+
+
+def _check(name: str, figures: dict, min_agreement: float, max_abs_diff: float) -> None:
+    failure = _judge(name, figures, min_agreement, max_abs_diff)
+    if failure is not None:
+        raise ParityError(f"{failure}; nothing was written")
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off for torch's CUDA matmuls and convolutions inside the block, restored afterwards.
+
+    An fp32 reference must be fp32: with TF32 (cuDNN's default, and a common global switch) Ampere+ GPUs
+    round matmul inputs to 10 mantissa bits, and the 1e-4 logit budget fails against an exact ONNX run.
+    """
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _batched(run: Any, tokenizer: Any, texts: list[str], config: CompileConfig) -> np.ndarray:
@@ -133,13 +174,14 @@ def _batched(run: Any, tokenizer: Any, texts: list[str], config: CompileConfig) 
 
 
 def compile_model(config: CompileConfig) -> Path:
-    """Export, check parity, optionally build TensorRT, and publish the artifact folder; return its path."""
+    """Export, check parity, build TensorRT where asked and possible, and publish the artifact; return its path."""
     import torch
 
     started = time.monotonic()
     output_dir = Path(config.output_dir)
     if output_dir.exists() and not config.overwrite:
         raise FileExistsError(f"output folder {output_dir} already exists (pass overwrite)")
+    skip_reason = _preflight(config)
     model, tokenizer = load_classifier(config.model_dir)
     model.eval()
     labels = model_labels(config.model_dir, model)
@@ -154,28 +196,30 @@ def compile_model(config: CompileConfig) -> Path:
         golden = LabelledText(parity_data.texts[:n], parity_data.labels[:n], f"{parity_data.source} (first {n} rows)")
 
     def torch_run(batch: dict) -> np.ndarray:
-        with torch.inference_mode():
-            return model(**batch).logits.float().numpy()
+        with torch.inference_mode(), strict_fp32():
+            return model(**batch).logits.float().cpu().numpy()
 
     tmp = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         input_names = export_onnx(model, tokenizer, tmp / "model.onnx", opset=config.opset)
-        ort_run = OrtRunner(tmp / "model.onnx")
+        # the CPU provider computes exact fp32 on any machine; parity and golden.json are judged on it
+        ort_run = OrtRunner(tmp / "model.onnx", providers=["CPUExecutionProvider"])
         reference = _batched(torch_run, tokenizer, parity_texts, config)
         onnx_figures = parity(reference, _batched(ort_run, tokenizer, parity_texts, config))
         _check("ONNX", onnx_figures, config.onnx_min_agreement, config.onnx_max_abs_diff)
-        trt_report = _tensorrt(tmp, input_names, tokenizer, parity_texts, reference, config)
+        trt_report = _tensorrt(tmp, input_names, tokenizer, parity_texts, reference, config, skip_reason)
+        runtime, runtime_reason = served_runtime(config, trt_report)
         tokenizer.save_pretrained(tmp)
         (tmp / "labels.json").write_text(json.dumps(labels))
-        (tmp / "serving.json").write_text(json.dumps({
-            "max_length": config.max_length, "input_names": input_names, "output_name": "logits",
-            "runtime": config.runtime, "tensorrt_plan": trt_report.get("status") == "built"}, indent=2))
+        serving = serving_metadata(config, input_names, runtime, runtime_reason)
+        (tmp / "serving.json").write_text(json.dumps(serving, indent=2))
         golden.require_known_labels(labels)
         _write_golden(tmp / "golden.json", golden, _batched(ort_run, tokenizer, golden.texts, config), labels)
         report = _report(config, onnx_figures, trt_report, tmp, started)
-        report["golden_source"] = golden.source
+        report.update(golden_source=golden.source, runtime=runtime, requested_runtime=config.runtime,
+                      runtime_reason=runtime_reason)
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=2, default=str))
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -185,25 +229,77 @@ def compile_model(config: CompileConfig) -> Path:
     return output_dir
 
 
-def _tensorrt(folder: Path, input_names: list[str], tokenizer: Any, texts: list[str], reference: np.ndarray,
-              config: CompileConfig) -> dict:
-    """Build and check the engine when possible; a reason to skip is reported, never papered over."""
+def _preflight(config: CompileConfig) -> str | None:
+    """Why no engine will be built here (``None``: one will); checked before the slow export.
+
+    :raises TensorRTBuildError: an engine is required and this machine cannot build one.
+    :raises ValueError: the TensorRT profile does not cover what compile feeds the engine.
+    """
     if config.tensorrt == "off":
-        return {"status": "skipped", "reason": "disabled (tensorrt=off)"}
+        return "disabled (tensorrt=off)"
     reason = unavailable_reason()
     if reason is not None:
-        if config.tensorrt == "require" or config.runtime == "tensorrt":
+        if config.tensorrt == "require":
             raise TensorRTBuildError(f"TensorRT engine required but cannot be built: {reason}")
-        return {"status": "skipped", "reason": reason}
+        return reason
     if config.max_length > config.profile.max_sequence or config.parity_batch_size > config.profile.max_batch:
         raise ValueError(f"TensorRT profile {config.profile} does not cover max_length {config.max_length} "
                          f"and parity batch {config.parity_batch_size}")
-    metadata = build_engine(folder / "model.onnx", folder / "model.plan", input_names, config.profile)
-    figures = parity(reference, _batched(EngineRunner(folder / "model.plan"), tokenizer, texts, config))
-    _check("TensorRT", figures, config.trt_min_agreement, config.trt_max_abs_diff)
+    return None
+
+
+def _tensorrt(folder: Path, input_names: list[str], tokenizer: Any, texts: list[str], reference: np.ndarray,
+              config: CompileConfig, skip_reason: str | None) -> dict:
+    """Build and check the engine when possible; a reason to skip is reported, never papered over.
+
+    An engine that fails parity raises under ``require``; under ``auto`` it is deleted and reported as
+    ``failed_parity`` (the ONNX model, whose parity passed, is still deployable).
+    """
+    if skip_reason is not None:
+        return {"status": "skipped", "reason": skip_reason}
+    plan = folder / "model.plan"
+    build_started = time.monotonic()
+    metadata = build_engine(folder / "model.onnx", plan, input_names, config.profile)
+    build_seconds = round(time.monotonic() - build_started, 3)
+    figures = parity(reference, _batched(EngineRunner(plan), tokenizer, texts, config))
+    failure = _judge("TensorRT", figures, config.trt_min_agreement, config.trt_max_abs_diff)
+    if failure is not None:
+        if config.tensorrt == "require":
+            raise ParityError(f"{failure}; nothing was written")
+        plan.unlink()
+        # the engine's metadata is nested, so nobody mistakes it for a shipped plan's
+        return {"status": "failed_parity", "reason": failure, "parity": figures, "build_seconds": build_seconds,
+                "engine": metadata}
     metadata["parity"] = figures
-    (folder / "tensorrt.json").write_text(json.dumps(metadata, indent=2))
-    return {"status": "built", **metadata}
+    (folder / PLAN_METADATA).write_text(json.dumps(metadata, indent=2))
+    return {"status": "built", **metadata, "build_seconds": build_seconds}
+
+
+def served_runtime(config: CompileConfig, trt_report: dict) -> tuple[str, str]:
+    """The runtime the artifact is served with, and why it is not the requested one (``""`` when it is).
+
+    Only runtime ``tensorrt`` can degrade: without an engine that passed parity, the same front model
+    serves the ONNX core instead (``tensorrt=require`` has raised before this point).
+    """
+    if config.runtime != "tensorrt" or trt_report.get("status") == "built":
+        return config.runtime, ""
+    reason = f"tensorrt requested ({config.tensorrt}): {trt_report.get('reason')}; serving the ONNX core"
+    return "onnxruntime", reason
+
+
+def serving_metadata(config: CompileConfig, input_names: list[str], runtime: str, runtime_reason: str) -> dict:
+    """``serving.json`` (docs/model-artifact.md): what the serving side needs to configure the version."""
+    # a TensorRT core cannot take a batch beyond its profile; an ONNX core takes what it is configured for
+    core_max_batch = config.profile.max_batch if runtime == "tensorrt" else config.core_max_batch_size
+    return {
+        "max_length": config.max_length,
+        "input_names": list(input_names),
+        "output_name": OUTPUT_NAME,
+        "runtime": runtime,
+        "requested_runtime": config.runtime,
+        "runtime_reason": runtime_reason,
+        "core_max_batch_size": core_max_batch,
+    }
 
 
 def _write_golden(path: Path, golden: LabelledText, logits: np.ndarray, label_names: list[str]) -> None:

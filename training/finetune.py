@@ -1,6 +1,6 @@
 """Fine-tune a sequence classifier with plain torch + transformers.
 
-CUDA when present (bf16 autocast where supported, else fp16 with a gradient scaler), fp32 on CPU; fixed
+CUDA when present (bf16 autocast on Ampere and newer, else fp16 with a gradient scaler), fp32 on CPU; fixed
 seeds; per-step metrics to MLflow when a tracking URI is set; checkpoint and resume; early stopping on the
 eval set; a wall-clock budget. The output folder is written under a temporary name and renamed into place,
 so a failed run never leaves a half-written model behind.
@@ -73,6 +73,9 @@ class FinetuneConfig:
     resume: bool = _opt(False, "resume from the checkpoint folder if it holds one")
     seed: int = _opt(0, "random seed")
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available, else cpu")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
+        "auto", "auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU; set to compare (benchmarks)"
+    )
     mlflow_tracking_uri: str | None = _opt(
         None, "log per-step metrics here; default: $MLFLOW_TRACKING_URI (unset: none)"
     )
@@ -114,13 +117,31 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def pick_precision(device: str) -> str:
-    """bf16 autocast where the GPU supports it (no scaler needed), else fp16 with a scaler; fp32 on CPU."""
-    import torch
+def pick_precision(device: str, capability: tuple[int, int] | None = None) -> str:
+    """The autocast precision of a fine-tune on ``device``: ``fp32``, ``bf16`` or ``fp16``.
 
+    bf16 (no gradient scaler needed) only where the GPU computes it natively, compute capability 8.0
+    (Ampere) and newer; older GPUs get fp16 with a scaler. ``torch.cuda.is_bf16_supported()`` is not asked:
+    it answers true on Turing, where bf16 is emulated and slower than fp32.
+
+    :param capability: ``(major, minor)``; default: the current CUDA device's.
+    """
     if device != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if capability is None:
+        import torch
+
+        capability = torch.cuda.get_device_capability()
+    return "bf16" if capability[0] >= 8 else "fp16"
+
+
+def resolve_precision(config: FinetuneConfig, device: str) -> str:
+    """The configured precision, or :func:`pick_precision`'s for ``auto``; mixed precision needs CUDA."""
+    if config.precision == "auto":
+        return pick_precision(device)
+    if config.precision != "fp32" and device != "cuda":
+        raise ValueError(f"precision {config.precision} needs a CUDA device (got device {device})")
+    return config.precision
 
 
 def load_training_data(config: FinetuneConfig) -> tuple[LabelledText, LabelledText | None]:
@@ -174,7 +195,7 @@ def finetune(config: FinetuneConfig) -> Path:
         evaluation.require_known_labels(labels)
     seed_everything(config.seed)
     device = pick_device(config.device)
-    precision = pick_precision(device)
+    precision = resolve_precision(config, device)
     model, tokenizer = load_classifier(config.base_model, labels=labels, device=device)
 
     y_train = torch.tensor(train.label_ids(labels))

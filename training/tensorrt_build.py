@@ -2,15 +2,19 @@
 
 NOT EXECUTED in this repository's CI or development machines: TensorRT's PyPI wheels fetch their libraries
 from NVIDIA's own index, which is unreachable there, and no GPU image used so far carried it. The code path
-runs in the compose GPU worker (an NVIDIA image that ships TensorRT); see docs/gpu-validation.md.
+is meant for the compose GPU worker (Airflow's image plus NVIDIA's TensorRT wheels); ``python -m
+benchmarks.gpu_validation`` exercises it there (docs/gpu-validation.md).
 
 A plan only runs on the TensorRT version and GPU architecture that built it, so the build returns the
-metadata (TensorRT version, GPU name, compute capability, plan sha256) that is stored next to the plan.
+metadata (TensorRT version, GPU name, compute capability, plan sha256) that is stored next to the plan as
+``tensorrt.json``; :func:`read_plan_metadata` and :func:`same_tensorrt_version` let the serving side check it.
+Those two import neither TensorRT nor torch, so they work on a machine that has neither.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +27,14 @@ from training.errors import TrainingError
 
 class TensorRTBuildError(TrainingError):
     """The ONNX parser or the builder failed; the message carries TensorRT's own errors."""
+
+
+class PlanMetadataError(TensorRTBuildError):
+    """``tensorrt.json`` next to a plan is unreadable or lacks what a version check needs."""
+
+
+#: The metadata file written next to ``model.plan``.
+PLAN_METADATA = "tensorrt.json"
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,44 @@ def unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device"
     return None
+
+
+def read_plan_metadata(folder: Path) -> dict | None:
+    """The ``tensorrt.json`` of an artifact folder, or ``None`` when the folder has none (no engine).
+
+    :raises PlanMetadataError: the file is not a JSON object, or has no ``tensorrt_version`` string (a plan
+        whose builder version is unknown cannot be matched with a server, so it is refused, not guessed).
+    """
+    path = Path(folder) / PLAN_METADATA
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise PlanMetadataError(f"{path}: not readable as JSON ({error})") from error
+    if not isinstance(metadata, dict):
+        raise PlanMetadataError(f"{path}: expected a JSON object, got {type(metadata).__name__}")
+    version = metadata.get("tensorrt_version")
+    if not isinstance(version, str) or not version.strip():
+        raise PlanMetadataError(f"{path}: missing tensorrt_version (the TensorRT version that built the plan)")
+    return metadata
+
+
+def _release(version: str) -> tuple[str, ...] | None:
+    """``major.minor.patch`` of a TensorRT version string, or ``None`` if it has fewer parts."""
+    parts = str(version).strip().split("+")[0].split(".")
+    return tuple(p.strip() for p in parts[:3]) if len(parts) >= 3 and all(parts[:3]) else None
+
+
+def same_tensorrt_version(a: str, b: str) -> bool:
+    """Whether a plan built by TensorRT ``a`` can be deserialized by TensorRT ``b``.
+
+    A plan only runs on the TensorRT release that built it, so major, minor and patch must match; the build
+    number after them (``10.8.0.43`` vs ``10.8.0``) may differ, as NVIDIA's images report it inconsistently.
+    A version with fewer than three parts cannot be confirmed and compares unequal.
+    """
+    release_a, release_b = _release(a), _release(b)
+    return release_a is not None and release_a == release_b
 
 
 def sha256_file(path: Path) -> str:
@@ -109,10 +159,15 @@ def build_engine(onnx_path: Path, plan_path: Path, input_names: Sequence[str], p
 
 
 class EngineRunner:
-    """Runs a plan on the current CUDA device using torch tensors as device buffers (no pycuda needed)."""
+    """Runs a plan on the current CUDA device using torch tensors as device buffers (no pycuda needed).
+
+    The engine runs on a stream of its own: enqueued on torch's current (default) stream it would serialise
+    behind, and block, whatever else the process runs there.
+    """
 
     def __init__(self, plan_path: Path, output_name: str = "logits") -> None:
         import tensorrt as trt
+        import torch
 
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
@@ -120,20 +175,24 @@ class EngineRunner:
             raise TensorRTBuildError(f"{plan_path} does not deserialize with TensorRT {trt.__version__} on this GPU")
         self._context = self._engine.create_execution_context()
         self._output_name = output_name
+        self._stream = torch.cuda.Stream()
 
     def __call__(self, feeds: dict[str, Any]) -> np.ndarray:
         """``feeds``: input name -> int64 array or torch tensor ``[batch, sequence]``; returns fp32 logits."""
         import torch
 
-        tensors = {name: torch.as_tensor(value).to("cuda", torch.int64).contiguous() for name, value in feeds.items()}
-        for name, tensor in tensors.items():
-            self._context.set_input_shape(name, tuple(tensor.shape))
-            self._context.set_tensor_address(name, tensor.data_ptr())
-        shape = tuple(self._context.get_tensor_shape(self._output_name))
-        output = torch.empty(shape, dtype=torch.float32, device="cuda")
-        self._context.set_tensor_address(self._output_name, output.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self._context.execute_async_v3(stream.cuda_stream):
-            raise TensorRTBuildError("TensorRT execution failed")
-        stream.synchronize()
+        # inputs already on the GPU may still be being written on the caller's stream
+        self._stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._stream):  # copies and allocations are ordered on the engine's stream
+            tensors = {name: torch.as_tensor(value).to("cuda", torch.int64).contiguous()
+                       for name, value in feeds.items()}
+            for name, tensor in tensors.items():
+                self._context.set_input_shape(name, tuple(tensor.shape))
+                self._context.set_tensor_address(name, tensor.data_ptr())
+            shape = tuple(self._context.get_tensor_shape(self._output_name))
+            output = torch.empty(shape, dtype=torch.float32, device="cuda")
+            self._context.set_tensor_address(self._output_name, output.data_ptr())
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise TensorRTBuildError("TensorRT execution failed")
+        self._stream.synchronize()
         return output.cpu().numpy()

@@ -31,7 +31,12 @@ def bootstrap(
     from mlflow import MlflowClient
 
     from pitcrew.pipeline.training_config import finetune_config
-    from pitcrew.serving.factory import base_config, check_artifact_labels, make_swapper
+    from pitcrew.serving.factory import (
+        check_artifact_labels,
+        deploy_version,
+        make_swapper,
+        target_from_settings,
+    )
     from training.compile import CompileConfig, compile_model
     from training.finetune import finetune
 
@@ -57,6 +62,7 @@ def bootstrap(
             output_dir=ws.artifact,
             golden_data=golden,
             runtime=entry.runtime,
+            tensorrt=entry.tensorrt_mode,
             overwrite=True,
         )  # fmt: skip
     )
@@ -73,7 +79,7 @@ def bootstrap(
 
     mark = time.monotonic()
     swapper = make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=60)
-    swap = swapper.deploy(entry.name, version.version, artifact, config=base_config(entry))
+    swap = deploy_version(entry, swapper, version.version, artifact, target_from_settings())
     timings["deploy_s"] = time.monotonic() - mark
 
     registry.promote(client, entry.name, version.version, approver=approver)

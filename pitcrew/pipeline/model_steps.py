@@ -77,14 +77,16 @@ def evaluate(entry: ModelEntry, ws: Workspace, *, challenger: Path, champion: Pa
 def compile_artifact(entry: ModelEntry, ws: Workspace, *, checkpoint: Path) -> dict:
     """Export to ONNX (and TensorRT where present) with numeric parity on the drifted slice.
 
-    A parity failure raises: nothing deployable is written and the run stops here.
+    An ONNX parity failure raises, and so does a TensorRT one under ``tensorrt: require``: nothing
+    deployable is written and the run stops here. Under ``auto`` a runtime ``tensorrt`` model without a
+    passing engine is served by the ONNX core; ``report["runtime"]`` and ``report["runtime_reason"]`` say so.
     """
     from training.compile import CompileConfig, compile_model
 
     golden = Path(entry.golden_data) if entry.golden_data else ws.eval
     config = CompileConfig(
         model_dir=checkpoint, output_dir=ws.artifact, eval_data=ws.eval, golden_data=golden,
-        runtime=entry.runtime, overwrite=True,
+        runtime=entry.runtime, tensorrt=entry.tensorrt_mode, overwrite=True,
     )  # fmt: skip
     folder = compile_model(config)
     report = json.loads((folder / "compile_report.json").read_text())

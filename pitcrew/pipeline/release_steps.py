@@ -30,8 +30,15 @@ def lineage_tags(
     evaluation: dict,
     compile_report: dict,
 ) -> dict[str, Any]:
-    """The lineage tags every registered version carries (docs/design.md, "Registry")."""
+    """The lineage tags every registered version carries (docs/design.md, "Registry").
+
+    ``runtime`` is what the version is served with and ``runtime_reason`` why that is not the requested
+    runtime (empty when it is). ``compile_target`` names, for a shipped TensorRT plan, the TensorRT version
+    and GPU that built it (a plan runs only there); without a plan ``tensorrt`` is the build status
+    (``skipped``, ``failed_parity``).
+    """
     trt = compile_report.get("tensorrt") or {}
+    built = trt.get("status") == "built"
     return {
         "airflow_dag_run_id": dag_run_id,
         "trigger": trigger,
@@ -41,11 +48,13 @@ def lineage_tags(
         "drift_report": drift or {"skipped": True},
         "parent_version": "" if parent_version is None else str(parent_version),
         "metrics_vs_champion": {"decision": evaluation.get("decision"), **evaluation.get("comparison", {})},
+        "runtime": compile_report.get("runtime") or "",
+        "runtime_reason": compile_report.get("runtime_reason") or "",
         "compile_target": {
             "onnxruntime": compile_report.get("versions", {}).get("onnxruntime"),
-            "tensorrt": trt.get("version") or trt.get("status"),
-            "gpu": trt.get("gpu_name"),
-            "compute_capability": trt.get("compute_capability"),
+            "tensorrt": trt.get("tensorrt_version") if built else trt.get("status"),
+            "gpu": trt.get("gpu_name") if built else None,
+            "compute_capability": trt.get("compute_capability") if built else None,
         },
     }
 

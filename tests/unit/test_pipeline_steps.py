@@ -149,3 +149,29 @@ class TestReleaseSteps:
         assert tags["alert_fingerprint"] == "abc" and tags["parent_version"] == "1"
         assert tags["data_window"] == "s/e"
         assert tags["compile_target"]["tensorrt"] == "skipped: TensorRT not installed"
+        assert tags["compile_target"]["gpu"] is None and tags["compile_target"]["compute_capability"] is None
+        assert (tags["runtime"], tags["runtime_reason"]) == ("", "")
+
+    def test_lineage_tags_name_the_plan_and_the_served_runtime(self) -> None:
+        common = dict(dag_run_id="r1", trigger="nightly", alert=None, window={}, drift=None, parent_version=None,
+                      evaluation={"decision": "promote"})  # fmt: skip
+        built = release_steps.lineage_tags(**common, compile_report={
+            "versions": {"onnxruntime": "1.31.1"}, "runtime": "tensorrt", "runtime_reason": "",
+            "tensorrt": {"status": "built", "tensorrt_version": "10.8.0.43", "gpu_name": "NVIDIA L4",
+                         "compute_capability": "8.9", "plan_sha256": "ab"},
+        })  # fmt: skip
+        assert built["compile_target"] == {
+            "onnxruntime": "1.31.1", "tensorrt": "10.8.0.43", "gpu": "NVIDIA L4", "compute_capability": "8.9",
+        }  # fmt: skip
+        assert (built["runtime"], built["runtime_reason"]) == ("tensorrt", "")
+        reason = "tensorrt requested (auto): TensorRT parity failed on 16 rows; serving the ONNX core"
+        degraded = release_steps.lineage_tags(**common, compile_report={
+            "versions": {"onnxruntime": "1.31.1"}, "runtime": "onnxruntime", "runtime_reason": reason,
+            "tensorrt": {"status": "failed_parity", "reason": "TensorRT parity failed on 16 rows",
+                         "engine": {"tensorrt_version": "10.8.0.43", "gpu_name": "NVIDIA L4"}},
+        })  # fmt: skip
+        # the dropped engine's GPU is not the version's compile target
+        assert degraded["compile_target"] == {
+            "onnxruntime": "1.31.1", "tensorrt": "failed_parity", "gpu": None, "compute_capability": None,
+        }  # fmt: skip
+        assert (degraded["runtime"], degraded["runtime_reason"]) == ("onnxruntime", reason)

@@ -12,7 +12,7 @@ from tests.unit.training_fixtures import TINY_TRAINING, demo_data, tiny_base, ti
 from training import finetune as finetune_module
 from training.demo_data import LABELS
 from training.errors import BaseModelError, DataError, NonFiniteLossError
-from training.finetune import FinetuneConfig, finetune
+from training.finetune import FinetuneConfig, finetune, pick_precision, resolve_precision
 from training.inference import resolve_model_source
 
 
@@ -112,3 +112,30 @@ def test_metrics_go_to_mlflow_per_step(tmp_path: Path, tiny_base: Path, demo_dat
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["labels"] == ",".join(LABELS)
+
+
+@pytest.mark.parametrize(("capability", "precision"), [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"),
+                                                       ((8, 9), "bf16"), ((9, 0), "bf16")])
+def test_precision_follows_compute_capability(capability: tuple[int, int], precision: str) -> None:
+    assert pick_precision("cuda", capability) == precision
+    assert pick_precision("cpu", capability) == "fp32"
+
+
+def test_precision_reads_the_device_not_bf16_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Turing (7.5) reports bf16 as supported (emulated, slower than fp32): it must get fp16 with a scaler
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert pick_precision("cuda") == "fp16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert pick_precision("cuda") == "bf16"
+    assert pick_precision("cpu") == "fp32"
+
+
+def test_configured_precision_overrides_the_pick(tmp_path: Path) -> None:
+    config = lambda precision: FinetuneConfig(output_dir=tmp_path / "o", train_data=tmp_path / "t.csv",  # noqa: E731
+                                              precision=precision)
+    assert resolve_precision(config("fp32"), "cuda") == "fp32"
+    assert resolve_precision(config("bf16"), "cuda") == "bf16"
+    assert resolve_precision(config("auto"), "cpu") == "fp32"
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA device"):
+        resolve_precision(config("fp16"), "cpu")
