@@ -1,7 +1,7 @@
 """Triton operators: hot-swap a version in, roll a rejected one back, restore the previous champion.
 
 All three run the one swap protocol of :mod:`pitcrew.serving.swap` through :class:`TritonHook` (publish,
-load beside the serving version, verify, commit or restore; docs/design.md, "Hot-swap"). They default to
+verify under a staging name no client calls, commit or restore; docs/design.md, "Hot-swap"). They default to
 the ``pitcrew_triton_swaps`` pool: one Triton load call at a time across every DAG.
 """
 
@@ -41,9 +41,10 @@ def _record_rollback(model: str) -> None:
 class TritonHotSwapOperator(PitcrewOperator):
     """Serve ``version`` of the model in Triton with no failed request.
 
-    Publishes ``artifact`` as that version (atomically), loads it beside the serving one, checks its
-    golden-set answers and latency, then commits; on any failure the old version keeps serving. Returns
-    the swap's record (versions, load and total seconds, verification).
+    Publishes ``artifact`` as that version (atomically; core and front for a pair runtime), checks its
+    golden-set answers and latency under a staging name no client calls, then serves it; on any failure
+    the old version keeps serving and the new one is removed. Returns the swap's record (versions, load
+    and total seconds, verification).
 
     :param model: the model in the models file (templated).
     :param version: the version to serve, MLflow's version number (templated).
@@ -75,8 +76,8 @@ class TritonHotSwapOperator(PitcrewOperator):
 class TritonRollbackOperator(PitcrewOperator):
     """Serve ``version`` again after a rejected canary, and mark the rejected version in MLflow.
 
-    The rejected version stays in the model repository (evidence); Triton loads the old one beside it
-    first, so no request fails. Declares the run's outcome ``rolled_back``.
+    The rejected version stays in the model repository (evidence); the old one is verified staged, then
+    served before the rejected one is dropped, so no request fails. Declares the run's outcome ``rolled_back``.
 
     :param model: the model in the models file (templated).
     :param version: the version to serve again, the champion the run started from (templated).
@@ -125,7 +126,7 @@ class TritonRollbackOperator(PitcrewOperator):
 class RestorePreviousChampionOperator(PitcrewOperator):
     """Roll back by hand: serve the ``previous`` champion again and swap the MLflow aliases back.
 
-    Triton first (loaded beside the serving version: no failed request), then MLflow: ``champion`` →
+    Triton first (the hot-swap protocol: no failed request), then MLflow: ``champion`` →
     the restored version, ``previous`` → the demoted one, and who approved it.
 
     :param model: the model in the models file (templated).

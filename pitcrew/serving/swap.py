@@ -64,7 +64,7 @@ class SwapResult:
     action: str  # "deploy" or "rollback"
     version: int
     previous: int | None
-    load_seconds: float
+    load_seconds: float  # until the new version was READY (core and staged front) for verification
     total_seconds: float
     verification: VerificationReport | None
     core_model: str | None = None
@@ -123,7 +123,7 @@ class HotSwapper:
             published: list[Path] = []
             if artifact is not None:
                 front = config if config is not None else self._config_on_disk(model)
-                published = self._publish(model, version, Path(artifact), front, core_config)
+                published = self.publish(model, version, Path(artifact), front, core_config)
             elif not self._version_dir(model, version).is_dir():
                 raise PublishError(
                     f"{model}: version {version} is not in {self.repository / model}; pass --artifact to publish it"
@@ -167,14 +167,27 @@ class HotSwapper:
         old_core = self._core_name(model, old)
         core_before = self.client.ready_versions(core.name) if core is not None else []
         golden = read_golden(self._version_dir(model, new)) if self.verify else None
+        if (self.repository / staging_model_name(model)).exists():  # left by a swap that died
+            self._unstage(staging_model_name(model))
         phase = "core"
         log.info("%s %s: staging version %s (serving %s)", action, model, new, old)
         try:
             if core is not None:
                 self._load(core, sorted({*[v for v in core_before if v == old], new}))
-            load_seconds = time.monotonic() - started
             phase = "verify"
-            report = self._verify_staged(model, new, front, golden) if golden is not None else None
+            report = None
+            if golden is not None:
+                staged = self._stage(model, new, front)
+                try:
+                    load_seconds = time.monotonic() - started
+                    report = verify_version(
+                        self.client, staged, new, golden,
+                        latency_budget_ms=self.latency_budget_ms, rounds=self.verify_rounds,
+                    )  # fmt: skip
+                finally:
+                    self._unstage(staged)
+            else:
+                load_seconds = time.monotonic() - started
             phase = "commit"
             self._load(front, [new])
             if old not in (None, new):
@@ -190,19 +203,23 @@ class HotSwapper:
         log.info("%s %s: version %s serving (was %s) in %.2fs", action, model, new, old, result.total_seconds)
         return result
 
-    def _verify_staged(self, model: str, new: int, front: mc.ModelConfig, golden) -> VerificationReport:
-        """Load version ``new`` as the staging model, check it there, and always unload it."""
+    def _stage(self, model: str, new: int, front: mc.ModelConfig) -> str:
+        """Load version ``new`` as the staging model (hard-linked files); return the staging model's name."""
         staged = staging_config(front, new)
         link_version(self._version_dir(model, new), self.repository / staged.name / str(new))
+        # If this process dies mid-swap, a Triton that restarts with --load-model=* still finds a valid model
+        # here (one nobody calls); the next swap of the model removes it.
+        write_model_config(self.repository, staged)
         try:
             self._load(staged, [new])
-            return verify_version(
-                self.client, staged.name, new, golden,
-                latency_budget_ms=self.latency_budget_ms, rounds=self.verify_rounds,
-            )  # fmt: skip
-        finally:
-            self._unload_quietly(staged.name)
-            shutil.rmtree(self.repository / staged.name, ignore_errors=True)
+        except ServingError:
+            self._unstage(staged.name)
+            raise
+        return staged.name
+
+    def _unstage(self, name: str) -> None:
+        self._unload_quietly(name)
+        shutil.rmtree(self.repository / name, ignore_errors=True)
 
     def _drop_old_core(
         self, model: str, old: int, old_core: str | None, core: mc.ModelConfig | None, new: int
@@ -279,10 +296,13 @@ class HotSwapper:
         )
 
     # Files ------------------------------------------------------------------------------------
-    def _publish(
+    def publish(
         self, model: str, version: int, artifact: Path, front: mc.ModelConfig, core: mc.ModelConfig | None
     ) -> list[Path]:
-        """Publish core then front version folders; return them (removed again if the swap fails)."""
+        """Publish core then front version folders and keep their configs; return the folders.
+
+        ``deploy`` removes them again if the swap fails; published alone, a version waits on disk.
+        """
         meta = read_artifact(artifact)
         published: list[Path] = []
         try:
@@ -340,5 +360,3 @@ class HotSwapper:
         except ValueError as exc:
             raise PublishError(f"{model}: {path}: {exc}") from exc
 
-
-__all__ = ["HotSwapper", "SwapResult", "staging_model_name"]

@@ -51,7 +51,9 @@ def _models_file(folder: Path, tiny: Path) -> Path:
     }
     entries = [
         {
-            **common, "name": "textclf",
+            # The pair layout (front + textclf_core, the stand-in of the ORT core on this Triton) end to end;
+            # textclf_canary below keeps the one-model layout.
+            **common, "name": "textclf", "runtime": "onnxruntime",
             "train_data": "data/textclf/train.parquet", "golden_data": "data/textclf/golden.parquet",
             "inference_log": "log/textclf", "feedback": "feedback/textclf",
             "approvers": ["approver"],
@@ -179,9 +181,10 @@ def test_approved_run_deploys_the_challenger(world: World) -> None:
     assert '"drift": true' in tags["drift_report"]
     assert "onnxruntime" in tags["compile_target"]
 
-    # Triton serves version 2 and it answers the new domain at least as well.
+    # Triton serves the pair version 2 and it answers the new domain at least as well.
     after, versions = accuracy(world.triton, model, world.data[model]["eval_b"])
     assert versions == {"2"}
+    assert world.triton.ready_versions(model) == [2] and world.triton.ready_versions(f"{model}_core") == [2]
     assert after >= before - 0.02, (before, after)
 
 
@@ -224,6 +227,7 @@ def test_rollback_dag_restores_the_previous_champion(world: World) -> None:
     assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == 2
     assert registry.get_version(world.mlflow, model, 1).tags["restored_by"] == "approver"
     assert {p.version for p in world.triton.classify(model, ["where is my parcel"])} == {"1"}
+    assert world.triton.ready_versions(f"{model}_core") == [1]  # the pair went back together
 
 
 def test_failed_canary_rolls_back_by_itself(world: World) -> None:

@@ -130,6 +130,14 @@ def test_connections_are_defined(services: dict) -> None:
     assert triton["port"] == 8000 and triton["extra"]["repository"] == "/models"
 
 
+def test_triton_connection_names_the_tensorrt_of_the_triton_image(services: dict) -> None:
+    """Plans are refused unless built by the serving Triton's TensorRT: the connection must name that one."""
+    extra = json.loads(services["airflow-worker"]["environment"]["AIRFLOW_CONN_TRITON_DEFAULT"])["extra"]
+    _args, froms, _text = _dockerfile("triton")
+    assert extra["tensorrt_version"] == TRITON_TENSORRT[froms[0]]
+    assert extra["core_standin"] is False and extra["gpu"] is True
+
+
 def test_shared_dirs_cover_the_volumes_workers_and_triton_mount(services: dict) -> None:
     shared = json.loads(services["airflow-worker"]["environment"]["PITCREW_SHARED_DIRS"])
     assert shared == [SHARED_STATE, "/models"]

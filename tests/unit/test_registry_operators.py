@@ -257,6 +257,16 @@ class TestRegisterModelVersionOperator:
             task.execute(context_for(task))
         assert registry.alias_version(mlflow, MODEL, registry.CHALLENGER) is None
 
+    def test_what_the_serving_triton_cannot_run_is_refused_before_registering(
+        self, mlflow: MlflowClient, tmp_path: Path
+    ) -> None:
+        task = _register_task(tmp_path)
+        serving = Path(task.artifact, "serving.json")
+        serving.write_text(json.dumps({**json.loads(serving.read_text()), "runtime": "onnxruntime"}))
+        with pytest.raises(AirflowFailException, match="compiled for runtime onnxruntime, the models file says"):
+            task.execute(context_for(task))
+        assert registry.alias_version(mlflow, MODEL, registry.CHALLENGER) is None
+
     def test_lineage_arguments_are_templated(self) -> None:
         fields = set(RegisterModelVersionOperator.template_fields)
         assert {"model", "workspace", "checkpoint", "artifact", "compile_report", "evaluation", "window", "drift",
