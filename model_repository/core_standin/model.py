@@ -21,6 +21,14 @@ import triton_python_backend_utils as pb_utils
 LOAD_NICENESS = 19
 
 
+def _lower_priority() -> None:
+    """Linux niceness is per thread: lower the calling thread's priority where permitted."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
+    except OSError:
+        pass
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
@@ -41,10 +49,7 @@ class TritonPythonModel:
         self.session = loaded["session"]
 
     def _load(self, path: Path, threads: int, loaded: dict) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
-        except OSError:  # not permitted here: load at normal priority
-            pass
+        _lower_priority()
         try:
             import onnxruntime as ort
 
@@ -57,6 +62,11 @@ class TritonPythonModel:
             loaded["session"] = session
         except BaseException as exc:  # re-raised in initialize: Triton reports the load as failed
             loaded["error"] = exc
+
+    def finalize(self) -> None:
+        # Unloaded while the new version serves on the same cores: exit at the lowest priority.
+        _lower_priority()
+        self.session = None
 
     def execute(self, requests: list) -> list:
         # Requests from different front batches have different sequence lengths, so each runs alone.

@@ -40,6 +40,14 @@ LOG_FLUSH_NICENESS = 10
 CONFIDENCE_BUCKETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
 
 
+def _lower_priority(niceness: int) -> None:
+    """Give the calling thread ``niceness`` (Linux niceness is per thread); where not permitted, keep it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError:
+        pass
+
+
 class InvalidText(ValueError):
     """A request's text cannot be classified; becomes that request's TritonError."""
 
@@ -262,10 +270,7 @@ class TritonPythonModel:
             )
 
     def _load_niced(self, args: dict, loaded: dict) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
-        except OSError:  # not permitted here: load at normal priority
-            pass
+        _lower_priority(LOAD_NICENESS)
         try:
             loaded["params"] = self._load(args)
         except BaseException as exc:  # re-raised in initialize, so Triton reports the load as failed
@@ -302,6 +307,8 @@ class TritonPythonModel:
                 str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
             self._predict(["warm-up"])  # first-run allocations happen here, not in a served request
+        else:  # BLS is not allowed during initialize: warm at least the tokenizer and its buffers
+            self.tokenizer(["warm-up"])
         # Creating ~50 metric series is as many round trips to the server: also done at low priority.
         self.metrics = _Metrics(
             self.model_name, self.version, self.labels, float(params.get("metrics_flush_s", "1.0"))
@@ -414,6 +421,9 @@ class TritonPythonModel:
         ]
 
     def finalize(self) -> None:
+        # An unload runs while the new version serves on the same cores: wind down (last flushes, then the
+        # interpreter's exit on this thread) at the lowest priority. Lowering it needs no privilege.
+        _lower_priority(LOAD_NICENESS)
         self.metrics.close()
         if self.log is not None:
             self.log.close()
