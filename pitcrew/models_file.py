@@ -111,6 +111,12 @@ class ModelEntry(BaseModel):
             return self.tensorrt
         return "require" if self.runtime == "tensorrt" else "auto"
 
+    @field_validator("tensorrt", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _tensorrt_consistent(self) -> ModelEntry:
         if self.runtime == "tensorrt" and self.tensorrt == "off":
@@ -143,6 +149,11 @@ class ModelsFile(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        # Triton also holds <name>_core (pair runtimes) and <name>__staging (hot-swap verification).
+        taken = {f"{n}{suffix}": n for n in names for suffix in ("_core", "__staging")}
+        clashes = sorted(f"{n} (used by {taken[n]})" for n in names if n in taken)
+        if clashes:
+            raise ValueError(f"model names clash with the Triton models pitcrew derives: {', '.join(clashes)}")
         return self
 
     def get(self, name: str) -> ModelEntry:
