@@ -7,6 +7,8 @@ and swaps, Prometheus answers the canary's queries.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from monitoring.inference_log import read_inference_log
 from pitcrew import registry
 from pitcrew.airflow_api import AirflowApi, AirflowApiError
 from pitcrew.demo import BackgroundTraffic, accuracy, send, write_demo_data
@@ -89,10 +92,17 @@ class World:
         self.data[model] = write_demo_data(entry, n_train=400, n_golden=32)
         result = bootstrap(entry, self.settings, epochs=4)
         assert result["version"] == 1 and result["serving_version"] == 1
+        started = dt.datetime.now(dt.UTC)
         sent = send(
             self.triton, model, self.data[model]["traffic_b"].iloc[:320], feedback_root=entry.feedback
         )
         assert sent.failed == 0 and sent.versions == {"1"}
+        # Triton flushes the inference log every few seconds: a run started before that flush would read
+        # an empty window (the distributed profile starts its first task within about 2 s).
+        deadline = time.monotonic() + 60
+        while len(read_inference_log(entry.inference_log, started, dt.datetime.now(dt.UTC), model=model)) < sent.sent:
+            assert time.monotonic() < deadline, f"{model}: the inference log did not get the {sent.sent} rows sent"
+            time.sleep(0.5)
 
     def run(self, model: str, conf: dict | None = None) -> str:
         dag_id = f"pitcrew_maintenance_{model}"
