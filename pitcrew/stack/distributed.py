@@ -32,7 +32,7 @@ from pitcrew.stack.datastores import (
     postgres_component,
     redis_component,
 )  # fmt: skip
-from pitcrew.stack.topology import DEFAULT_QUEUE, WORKERS, Worker
+from pitcrew.stack.topology import DEFAULT_QUEUE, WORKERS, Worker, scheduling_env
 
 HOSTNAME_CALLABLE = "pitcrew.stack.worker_identity.hostname"
 
@@ -43,18 +43,12 @@ def distributed_airflow_env(settings: Settings) -> dict[str, str]:
     env.update(
         {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(sum(w.concurrency for w in WORKERS)),
-            # Airflow's default (16) caps one DAG's running tasks across all its runs: an alert burst starts
-            # one maintenance run per alert, and with the cap the 17th run's task waited for a slot however
-            # many worker slots were free (benchmarks/alert_latency.py: scheduled -> queued took 30-50 s).
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(sum(w.concurrency for w in WORKERS)),
+            **scheduling_env(),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": HOSTNAME_CALLABLE,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(settings, "airflow"),
             "AIRFLOW__CELERY__BROKER_URL": broker_url(settings),
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url(settings, "airflow"),
             "AIRFLOW__CELERY__DEFAULT_QUEUE": DEFAULT_QUEUE,
-            # Airflow's Celery config plus the task-execution modules imported once, before the pool forks.
-            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "pitcrew.stack.celery_config.CELERY_CONFIG",
             "PGPASSFILE": str(pgpass_file(settings)),
             "PITCREW_SHARED_DIRS": json.dumps([str(p) for p in settings.shared_roots]),
             "PITCREW_SECRETS_DIR": str(settings.secrets_path),

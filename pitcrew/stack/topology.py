@@ -48,6 +48,22 @@ WORKERS = (
 QUEUES = tuple(w.queue for w in WORKERS)
 DEFAULT_QUEUE = "default"
 
+def scheduling_env() -> dict[str, str]:
+    """Airflow's task limits sized to the workers' slots, and the preloaded Celery pool (profile and compose).
+
+    Airflow's default ``max_active_tasks_per_dag`` (16) caps one DAG's running tasks across all its runs:
+    an alert burst starts one maintenance run per alert, and with the cap the 17th run's task waited for a
+    slot however many worker slots were free (benchmarks/alert_latency.py: scheduled -> queued 30-50 s).
+    """
+    slots = str(sum(w.concurrency for w in WORKERS))
+    return {
+        "AIRFLOW__CORE__PARALLELISM": slots,
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": slots,
+        # Airflow's Celery config plus the task-execution modules imported once, before the pool forks.
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "pitcrew.stack.celery_config.CELERY_CONFIG",
+    }
+
+
 #: Compose service of each Airflow process.
 AIRFLOW_SERVICES = {sub: f"airflow-{sub}" for sub in AIRFLOW_PROCESSES}
 
@@ -79,6 +95,7 @@ CONNECTION_IDS = ("mlflow_default", "triton_default", "prometheus_default", "pit
 #: sensitive one as ``<NAME>_CMD`` reading a secret file instead: the name is the same setting).
 AIRFLOW_ENV_NAMES = (
     "AIRFLOW__CORE__EXECUTOR",
+    *scheduling_env(),
     "AIRFLOW__CORE__DAGS_FOLDER",
     "AIRFLOW__CORE__PLUGINS_FOLDER",
     "AIRFLOW__CORE__LOAD_EXAMPLES",

@@ -121,6 +121,12 @@ def test_every_airflow_service_sets_the_shared_environment(services: dict) -> No
         assert f"pitcrew-state:{SHARED_STATE}" in services[name]["volumes"]
 
 
+def test_task_limits_and_celery_pool_are_the_profiles(services: dict) -> None:
+    for name in _airflow_services(services):
+        env = services[name]["environment"]
+        assert {k: str(env[k]) for k in topology.scheduling_env()} == topology.scheduling_env(), name
+
+
 def test_connections_are_defined(services: dict) -> None:
     env = services["airflow-worker"]["environment"]
     # pitcrew_webhook is created by `pitcrew airflow-init` from the secret files, the rest come from here.
