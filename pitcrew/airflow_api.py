@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import tenacity
 from airflow_client import client as af
 
 
@@ -19,6 +20,18 @@ class AirflowApiError(RuntimeError):
 
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+
+#: Idempotent writes (pausing a DAG) are retried on a server error: on the embedded profile's SQLite the
+#: API server answers 500 "Database error" while the scheduler or dag-processor holds the write lock.
+def _retry_server_error() -> tenacity.Retrying:
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, af.ApiException) and (exc.status or 0) >= 500
+        ),
+        stop=tenacity.stop_after_attempt(5),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=4),
+        reraise=True,
+    )
 
 
 class AirflowApi:
@@ -47,7 +60,7 @@ class AirflowApi:
             try:
                 dag = self.dags.get_dag(dag_id)
                 if dag.is_paused:
-                    self.dags.patch_dag(dag_id, af.DAGPatchBody(is_paused=False))
+                    self.set_paused(dag_id, False)
                 return
             except af.ApiException as exc:
                 if exc.status != 404:
@@ -57,7 +70,7 @@ class AirflowApi:
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         """Pause or unpause ``dag_id`` (a paused DAG's runs stay queued)."""
-        self.dags.patch_dag(dag_id, af.DAGPatchBody(is_paused=paused))
+        _retry_server_error()(self.dags.patch_dag, dag_id, af.DAGPatchBody(is_paused=paused))
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
         body = af.TriggerDAGRunPostBody(conf=conf, logical_date=None, dag_run_id=run_id)
