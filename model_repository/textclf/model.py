@@ -7,8 +7,9 @@ called through BLS (``core_model`` parameter), always its own version number of 
 text, invalid UTF-8) gets a ``TritonError`` and the rest of the batch is served. Business metrics go to
 Triton's metrics endpoint; each prediction goes to the inference log, whose failures are only counted.
 
-One file of about 400 lines on purpose: the hot-swap publishes it alone into every version folder
-(docs/model-artifact.md), so what it needs beyond installed packages has to live in this file.
+One file of about 430 lines on purpose: the hot-swap publishes it alone into every version folder
+(docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both runtimes'
+inference paths) has to live in this file; splitting it would mean publishing and versioning a package.
 """
 
 from __future__ import annotations

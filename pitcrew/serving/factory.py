@@ -47,9 +47,14 @@ def base_config(entry: ModelEntry, **overrides: object) -> mc.ModelConfig:
 
 def check_artifact_labels(entry: ModelEntry, artifact: Path) -> None:
     """An artifact must predict exactly the classes the models file declares, in the same order."""
-    labels = read_artifact(artifact).labels
-    if labels != entry.labels:
-        raise ArtifactError(f"{artifact}: labels {labels} differ from {entry.name}'s labels {entry.labels}")
+    _check_labels(entry, read_artifact(artifact))
+
+
+def _check_labels(entry: ModelEntry, artifact: Artifact) -> None:
+    if artifact.labels != entry.labels:
+        raise ArtifactError(
+            f"{artifact.path}: labels {artifact.labels} differ from {entry.name}'s labels {entry.labels}"
+        )
 
 
 def check_servable(entry: ModelEntry, artifact: Artifact, target: TritonTarget) -> None:
@@ -57,10 +62,7 @@ def check_servable(entry: ModelEntry, artifact: Artifact, target: TritonTarget) 
 
     Called when a version is registered (before approval) and again by every deploy.
     """
-    if artifact.labels != entry.labels:
-        raise ArtifactError(
-            f"{artifact.path}: labels {artifact.labels} differ from {entry.name}'s labels {entry.labels}"
-        )
+    _check_labels(entry, artifact)
     degraded = entry.runtime == "tensorrt" and entry.tensorrt_mode == "auto" and artifact.runtime == "onnxruntime"
     if artifact.runtime != entry.runtime and not degraded:
         raise ArtifactError(
