@@ -42,8 +42,16 @@ LOG_SCHEMA = pa.schema(
         ("confidence", pa.float32()),
     ]
 )
+#: ``timestamp`` is when pitcrew received the label (the latest per request id wins); ``labelled_at`` is
+#: when the labeller says it labelled, and ``source`` who did (both optional, null in older files).
 FEEDBACK_SCHEMA = pa.schema(
-    [("request_id", pa.string()), ("label", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC"))]
+    [
+        ("request_id", pa.string()),
+        ("label", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("labelled_at", pa.timestamp("us", tz="UTC")),
+        ("source", pa.string()),
+    ]
 )
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 
@@ -218,28 +226,49 @@ class InferenceLogWriter:
                 log.exception("inference log failure callback raised")
 
 
-def write_feedback(root: str | Path, labels: Mapping[str, str], *, timestamp: datetime | None = None) -> int:
-    """Store true labels for served requests (request id -> label); a later label for an id wins."""
+def write_feedback(
+    root: str | Path,
+    labels: Mapping[str, str],
+    *,
+    timestamp: datetime | None = None,
+    labelled_at: Mapping[str, datetime | None] | None = None,
+    sources: Mapping[str, str | None] | None = None,
+) -> int:
+    """Store true labels for served requests (request id -> label) as one new file; a later label wins.
+
+    :param timestamp: when the labels were received (default now); it orders relabels.
+    :param labelled_at: per request id, when the labeller labelled (optional).
+    :param sources: per request id, who labelled (optional).
+    """
     if not labels:
         return 0
     when = timestamp or datetime.now(UTC)
-    micros = int(when.timestamp() * 1_000_000)
+    labelled_at = labelled_at or {}
+    sources = sources or {}
+    ids = list(labels)
     table = pa.Table.from_pydict(
-        {"request_id": list(labels), "label": list(labels.values()), "timestamp": [micros] * len(labels)},
+        {
+            "request_id": ids,
+            "label": [labels[i] for i in ids],
+            "timestamp": [when] * len(ids),
+            "labelled_at": [labelled_at.get(i) for i in ids],
+            "source": [sources.get(i) for i in ids],
+        },
         schema=FEEDBACK_SCHEMA,
     )
-    write_partitioned(
-        root, table, [when.astimezone(UTC).strftime("%Y-%m-%d")] * len(labels), prefix="feedback"
-    )
-    return len(labels)
+    write_partitioned(root, table, [when.astimezone(UTC).strftime("%Y-%m-%d")] * len(ids), prefix="feedback")
+    return len(ids)
 
 
 def _read(root: str | Path, schema: pa.Schema, filter_: ds.Expression | None) -> pa.Table:
     fs, base = resolve_filesystem(root)
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
         return schema.empty_table()
+    # The schema is given, not inferred from one file: columns added later (feedback's labelled_at and
+    # source) read as null from files written before they existed.
+    full = schema.append(pa.field("date", pa.string()))
     try:
-        dataset = ds.dataset(base, filesystem=fs, format="parquet", partitioning=_PARTITIONING, schema=None)
+        dataset = ds.dataset(base, filesystem=fs, format="parquet", partitioning=_PARTITIONING, schema=full)
         table = dataset.to_table(filter=filter_)
     except (OSError, pa.ArrowInvalid) as exc:
         raise InferenceLogError(f"cannot read dataset at {root}: {exc}") from exc
@@ -251,6 +280,27 @@ def read_feedback(root: str | Path) -> pd.DataFrame:
     frame = _read(root, FEEDBACK_SCHEMA, None).to_pandas()
     frame = frame.sort_values("timestamp").drop_duplicates("request_id", keep="last")
     return frame.reset_index(drop=True)
+
+
+def lookup_requests(
+    root: str | Path, request_ids: Sequence[str], *, since: datetime, model: str | None = None
+) -> pd.DataFrame:
+    """The logged rows of ``request_ids`` served since ``since`` (request_id, timestamp, version, label).
+
+    Only the date partitions from ``since`` on are read, so a lookup costs the recent log, not all of it.
+    """
+    if since.tzinfo is None:
+        raise ValueError("since must be a timezone-aware datetime (UTC)")
+    if not request_ids:
+        return LOG_SCHEMA.empty_table().to_pandas()[["request_id", "timestamp", "version", "label"]]
+    first_day = since.astimezone(UTC).strftime("%Y-%m-%d")
+    filter_ = (ds.field("date") >= first_day) & ds.field("request_id").isin(list(request_ids))
+    if model is not None:
+        filter_ &= ds.field("model") == model
+    frame = _read(root, LOG_SCHEMA, filter_).to_pandas()[["request_id", "timestamp", "version", "label"]]
+    since_ts = pd.Timestamp(since).tz_convert("UTC")
+    frame = frame[frame["timestamp"] >= since_ts].sort_values("timestamp", kind="stable")
+    return frame.drop_duplicates("request_id", keep="last").reset_index(drop=True)
 
 
 def read_inference_log(

@@ -51,6 +51,15 @@ class Thresholds(BaseModel):
         24.0, gt=0, description="An unanswered approval is a rejection after this."
     )
     window_hours: float = Field(24.0, gt=0, description="How much recent traffic a run looks at.")
+    min_live_accuracy: float | None = Field(
+        None, ge=0, le=1, description="ModelAccuracyLow fires below this measured (feedback) accuracy; null: never."
+    )
+    accuracy_min_rows: int = Field(
+        100, ge=1, description="Labelled requests a version needs in the window before its accuracy alerts."
+    )
+    accuracy_window_hours: float = Field(
+        24.0, gt=0, description="Measured accuracy covers requests served in this many past hours."
+    )
 
 
 class Training(BaseModel):
@@ -89,6 +98,9 @@ class ModelEntry(BaseModel):
     train_data: str = Field(description="Reference/training data (Parquet, CSV or JSONL; path or URI).")
     inference_log: str = Field(description="Inference log dataset root (path or URI).")
     feedback: str = Field(description="Feedback labels dataset root (path or URI).")
+    feedback_max_age_days: int = Field(
+        30, ge=1, le=366, description="Labels for requests served longer ago than this are rejected."
+    )
     golden_data: str | None = Field(
         None, description="Fixed golden set (text, label) every candidate is judged on."
     )

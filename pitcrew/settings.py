@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     webhook_hmac_secret: SecretStr = Field(
         SecretStr(""), description="HMAC-SHA256 secret for signed webhook bodies; generated if empty."
     )
+    feedback_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token of POST /pitcrew/feedback alone (labelling systems); empty: the webhook token.",
+    )
 
     @field_validator(
         "airflow_port",

@@ -1,7 +1,8 @@
 """Airflow plugin: mounts pitcrew's alert webhook app at ``/pitcrew`` on the Airflow API server.
 
-Endpoints: ``POST /pitcrew/alerts`` (Alertmanager v4 / Grafana webhooks), ``GET /pitcrew/health``,
-``GET /pitcrew/metrics`` (pipeline metrics for Prometheus). The app authenticates its callers itself;
+Endpoints: ``POST /pitcrew/alerts`` (Alertmanager v4 / Grafana webhooks), ``POST /pitcrew/feedback``
+(feedback labels), ``GET /pitcrew/health``, ``GET /pitcrew/metrics`` (pipeline, feedback and accuracy
+metrics for Prometheus). The app authenticates its callers itself;
 Airflow's own API auth is unchanged. Settings, secrets and state are read on first request, not at
 import (Airflow imports plugins in every process).
 """
@@ -13,20 +14,30 @@ from airflow.plugins_manager import AirflowPlugin
 from pitcrew.alerts.airflow_trigger import trigger_run
 from pitcrew.alerts.service import AlertService, service_from_settings
 from pitcrew.alerts.webhook import WebhookConfig, create_app
+from pitcrew.feedback.ingest import FeedbackService
 
 #: Optional Airflow connection holding the webhook secrets (password = bearer token, extra
 #: ``{"hmac_secret": ...}``), e.g. from a secrets backend or ``AIRFLOW_CONN_PITCREW_WEBHOOK``; when it does
 #: not exist the secrets come from pitcrew settings (generated under ``<home>/secrets`` for the local stack).
 WEBHOOK_CONN_ID = "pitcrew_webhook"
+#: Optional connection whose password is the bearer token of ``POST /pitcrew/feedback`` alone; when neither it
+#: nor the ``feedback_token`` setting exists, feedback takes the webhook token.
+FEEDBACK_CONN_ID = "pitcrew_feedback"
 
 
-def _connection_secrets() -> tuple[str, str]:
+def _connection(conn_id: str):
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     try:
-        conn = Connection.get_connection_from_secrets(WEBHOOK_CONN_ID)
+        return Connection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
+        return None
+
+
+def _connection_secrets() -> tuple[str, str]:
+    conn = _connection(WEBHOOK_CONN_ID)
+    if conn is None:
         return "", ""
     return conn.password or "", str(conn.extra_dejson.get("hmac_secret", ""))
 
@@ -37,10 +48,12 @@ def _config() -> WebhookConfig:
 
     settings = get_settings()
     token, secret = _connection_secrets()
+    feedback_conn = _connection(FEEDBACK_CONN_ID)
     return WebhookConfig(
         token=token or webhook_token(settings),
         hmac_secret=secret or webhook_hmac_secret(settings),
         metrics_dir=settings.home_dir / "metrics",
+        feedback_token=(feedback_conn.password if feedback_conn else "") or settings.feedback_token.get_secret_value(),
     )
 
 
@@ -54,8 +67,19 @@ def _service() -> AlertService:
     return service_from_settings(get_settings(), trigger_run)
 
 
+def _feedback() -> FeedbackService:
+    from pitcrew.feedback.ingest import feedback_from_settings
+    from pitcrew.settings import get_settings
+
+    return feedback_from_settings(get_settings())
+
+
 class PitcrewWebhookPlugin(AirflowPlugin):
     name = "pitcrew_webhook"
     fastapi_apps = [
-        {"app": create_app(_config, _service), "url_prefix": "/pitcrew", "name": "pitcrew alert webhook"},
+        {
+            "app": create_app(_config, _service, _feedback),
+            "url_prefix": "/pitcrew",
+            "name": "pitcrew alert webhook and feedback",
+        },
     ]

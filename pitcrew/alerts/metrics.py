@@ -72,11 +72,16 @@ def _valid_textfiles(folder: Path) -> tuple[list[str], int]:
     return texts, invalid
 
 
-def render_metrics(policy: AlertPolicy, textfile_dir: Path, rejected: dict[str, int]) -> bytes:
-    """The full exposition: state-derived counters first, then each valid textfile."""
+def render_metrics(
+    policy: AlertPolicy, textfile_dir: Path, rejected: dict[str, int], extra: Iterable[object] = ()
+) -> bytes:
+    """The full exposition: state-derived counters first (the ``extra`` collectors' too, e.g. feedback),
+    then each valid textfile."""
     texts, invalid = _valid_textfiles(textfile_dir)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StateCollector(policy, rejected, [invalid]))  # type: ignore[arg-type]
+    for collector in extra:
+        registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry) + "".join(texts).encode()
 
 

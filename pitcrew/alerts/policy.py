@@ -14,8 +14,6 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,6 +22,7 @@ from pathlib import Path
 from pitcrew.alerts.errors import TriggerUnavailable
 from pitcrew.alerts.payloads import Alert
 from pitcrew.alerts.routing import RoutedAlert
+from pitcrew.sqlite_state import SqliteState
 
 log = logging.getLogger(__name__)
 
@@ -90,36 +89,11 @@ class AlertPolicy:
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = path
-        self.busy_timeout_s = busy_timeout_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        finally:
-            conn.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise TriggerUnavailable(f"alert state {self.path} stayed locked; retry") from exc
-                raise
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        self.state = SqliteState(
+            path, _SCHEMA, lambda message: TriggerUnavailable(f"alert state: {message}"), busy_timeout_s=busy_timeout_s
+        )
+        self._connect = self.state.connect
+        self._transaction = self.state.transaction
 
     # ---------------------------------------------------------------------------------------------
     def reserve(self, routed: RoutedAlert, limits: Limits, *, now: float | None = None) -> Reservation | Decision:

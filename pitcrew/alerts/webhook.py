@@ -1,7 +1,8 @@
-"""The FastAPI app behind ``/pitcrew`` on the Airflow API server: the alert webhook, health and metrics.
+"""The FastAPI app behind ``/pitcrew`` on the Airflow API server: alerts, feedback labels, health, metrics.
 
-Airflow's auth does not cover plugin apps, so ``POST /alerts`` authenticates callers itself (bearer token,
-and an HMAC signature of the body; see :mod:`pitcrew.alerts.auth`). Status codes are the contract the
+Airflow's auth does not cover plugin apps, so ``POST /alerts`` and ``POST /feedback`` authenticate callers
+themselves (bearer token, and an HMAC signature of the body when one is sent; see :mod:`pitcrew.alerts.auth`).
+Feedback may have a token of its own, so a labelling system never holds the token that starts runs. Status codes are the contract the
 senders act on: 401 auth, 400/422 bad body, 413 too large, 503 retry later (Alertmanager and Grafana
 retry 5xx, so an alert is not lost when Airflow's database is briefly locked); nothing but a bug is a 500.
 """
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from monitoring.inference_log import InferenceLogError
 from pitcrew.alerts.auth import check_bearer, check_signature
 from pitcrew.alerts.errors import (
     AuthError,
@@ -29,6 +31,10 @@ from pitcrew.alerts.errors import (
 from pitcrew.alerts.metrics import render_metrics
 from pitcrew.alerts.payloads import parse_payload
 from pitcrew.alerts.service import AlertService
+from pitcrew.feedback.body import FeedbackBodyError
+from pitcrew.feedback.index import IndexBusy
+from pitcrew.feedback.ingest import FeedbackService, UnknownModel
+from pitcrew.feedback.metrics import FeedbackCollector
 from pitcrew.models_file import ModelsFileError
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,7 @@ class WebhookConfig:
     token: str
     hmac_secret: str
     metrics_dir: Path
+    feedback_token: str = ""  # empty: feedback takes the alert webhook's token
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -64,8 +71,15 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(config_factory: Callable[[], WebhookConfig], service_factory: Callable[[], AlertService]) -> FastAPI:
-    """The app; both factories run on first use (never at plugin import, which happens in every Airflow process)."""
+def create_app(
+    config_factory: Callable[[], WebhookConfig],
+    service_factory: Callable[[], AlertService],
+    feedback_factory: Callable[[], FeedbackService] | None = None,
+) -> FastAPI:
+    """The app; the factories run on first use (never at plugin import, which happens in every Airflow process).
+
+    Without ``feedback_factory`` there is no ``POST /feedback`` and no feedback metrics.
+    """
     app = FastAPI(title="pitcrew alert webhook", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     cache: dict[str, object] = {}
@@ -82,6 +96,12 @@ def create_app(config_factory: Callable[[], WebhookConfig], service_factory: Cal
             if "service" not in cache:
                 cache["service"] = service_factory()
             return cache["service"]  # type: ignore[return-value]
+
+    def feedback() -> FeedbackService:
+        with lock:
+            if "feedback" not in cache:
+                cache["feedback"] = feedback_factory()  # type: ignore[misc]
+            return cache["feedback"]  # type: ignore[return-value]
 
     def refuse(reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         rejected[reason] = rejected.get(reason, 0) + 1
@@ -122,6 +142,35 @@ def create_app(config_factory: Callable[[], WebhookConfig], service_factory: Cal
             }
         )
 
+    @app.post("/feedback")
+    async def receive_feedback(request: Request) -> Response:
+        if feedback_factory is None:
+            return _error(404, "feedback is not enabled on this server")
+        cfg = config()
+        try:
+            check_bearer(request.headers.get("authorization"), cfg.feedback_token or cfg.token)
+            body = await _read_body(request)
+            check_signature(request.headers, body, cfg.hmac_secret, required=False)
+        except AuthError as exc:
+            return refuse("feedback_auth", 401, str(exc), {"WWW-Authenticate": "Bearer"})
+        except PayloadTooLarge as exc:
+            return refuse("feedback_too_large", 413, str(exc))
+        try:
+            svc = await run_in_threadpool(feedback)
+            result = await run_in_threadpool(svc.ingest, body)
+        except FeedbackBodyError as exc:
+            return refuse("feedback_body", exc.status, str(exc))
+        except UnknownModel as exc:
+            return refuse("feedback_body", 422, str(exc))
+        except (IndexBusy, InferenceLogError, ModelsFileError, OSError) as exc:
+            # Storage (index, dataset) or the models file failed: nothing was stored, the sender retries.
+            log.error("feedback not stored: %s", exc)
+            return refuse("feedback_unavailable", 503, f"feedback not stored, retry: {exc}",
+                          {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        answer = result.as_dict()
+        # Every row rejected: say so in the status too, so a wholly broken batch is not mistaken for success.
+        return JSONResponse(answer, status_code=422 if answer["rejected"] and not answer["accepted"] else 200)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -132,7 +181,11 @@ def create_app(config_factory: Callable[[], WebhookConfig], service_factory: Cal
             svc = await run_in_threadpool(service)
         except (RoutesFileError, ModelsFileError) as exc:
             return _error(503, str(exc))
-        text = await run_in_threadpool(render_metrics, svc.policy, config().metrics_dir, dict(rejected))
+        extra = []
+        if feedback_factory is not None:
+            fb = await run_in_threadpool(feedback)
+            extra.append(FeedbackCollector(fb.models, fb.index))
+        text = await run_in_threadpool(render_metrics, svc.policy, config().metrics_dir, dict(rejected), extra)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

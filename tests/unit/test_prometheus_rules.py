@@ -135,7 +135,10 @@ class TestGrafanaProvisioning:
                        "nv_inference_queue_duration_us", "nv_inference_request_summary_us",
                        "pitcrew_top_class_confidence", "pitcrew_unknown_token_ratio", "pitcrew_predictions_total",
                        "pitcrew_input_tokens", "pitcrew_drift_effect_size",
-                       "pitcrew_alerts_total", "pitcrew_webhook_rejected_requests_total"):  # fmt: skip
+                       "pitcrew_alerts_total", "pitcrew_webhook_rejected_requests_total",
+                       "pitcrew_model_accuracy", "pitcrew_model_estimated_accuracy", "pitcrew_model_accuracy_rows",
+                       "pitcrew_feedback_labels_received_total", "pitcrew_feedback_labels_rejected_total",
+                       "pitcrew_feedback_label_lag_seconds_bucket"):  # fmt: skip
             assert metric in exprs, metric
         ids = [p["id"] for p in dashboard["panels"]]
         assert len(ids) == len(set(ids))
