@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from pitcrew.models_file import ModelEntry
     from pitcrew.pipeline.workspace import Workspace
 
-#: XCom keys of the two reports.
+#: XCom keys of the two reports, and of the reason a declared outcome may give.
 OUTCOME_KEY = "pitcrew_outcome"
+OUTCOME_REASON_KEY = "pitcrew_outcome_reason"
 FACTS_KEY = "pitcrew_facts"
 
 
@@ -77,8 +78,10 @@ class PitcrewOperator(BaseOperator):
         return Workspace.for_run(get_settings().home_dir, self.model, context["run_id"])
 
     @staticmethod
-    def declare_outcome(context: Context, outcome: str) -> None:
+    def declare_outcome(context: Context, outcome: str, reason: str | None = None) -> None:
         context["ti"].xcom_push(key=OUTCOME_KEY, value=outcome)
+        if reason:
+            context["ti"].xcom_push(key=OUTCOME_REASON_KEY, value=reason)
 
     @staticmethod
     def report_facts(context: Context, **facts: Any) -> None:
@@ -100,7 +103,7 @@ class ShortCircuitingOperator(PitcrewOperator, SkipMixin):
             for key, value in result.items():
                 ti.xcom_push(key=key, value=value)
         ti.xcom_push(key="return_value", value=result)
-        self.declare_outcome(context, outcome)
+        self.declare_outcome(context, outcome, reason)
         self.log.info("ending the run here (%s): %s", outcome, reason)
         downstream = [t for t in context["task"].get_direct_relatives(upstream=False) if not t.is_teardown]
         self.skip(ti=ti, tasks=downstream)

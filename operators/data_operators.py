@@ -147,7 +147,7 @@ class PrepareTrainingDataOperator(PitcrewOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def _nothing_to_learn(self, context: Context, reason: str) -> AirflowSkipException:
-        self.declare_outcome(context, "nothing_to_do")
+        self.declare_outcome(context, "nothing_to_do", reason)
         return AirflowSkipException(reason)
 
     @retry_only_transient

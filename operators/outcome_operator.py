@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from operators.base import FACTS_KEY, OUTCOME_KEY, PitcrewOperator
+from operators.base import FACTS_KEY, OUTCOME_KEY, OUTCOME_REASON_KEY, PitcrewOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -44,7 +44,8 @@ class RunOutcomeOperator(PitcrewOperator):
         states = {task: state for task, state in states.items() if task != self.task_id}
         declared = ti.xcom_pull(task_ids=others, key=OUTCOME_KEY)
         facts = merge_facts(ti.xcom_pull(task_ids=others, key=FACTS_KEY))
-        decided = decide_outcome(states, declared)
+        reasons = ti.xcom_pull(task_ids=others, key=OUTCOME_REASON_KEY)
+        decided = decide_outcome(states, declared, reasons)
         pipeline_metrics.record(
             get_settings().home_dir / "metrics", self.model, outcome=decided.outcome,
             training_seconds=facts.get("training_seconds"), device=facts.get("training_device"),

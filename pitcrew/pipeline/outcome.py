@@ -40,8 +40,11 @@ class RunOutcome:
         return self.outcome in SUCCESSFUL
 
 
-def decide_outcome(states: Mapping[str, Any], declared: Iterable[str | None]) -> RunOutcome:
-    """The run's outcome from its task states (``{task_id: state}``) and the outcomes its steps declared.
+def decide_outcome(
+    states: Mapping[str, Any], declared: Iterable[str | None], reasons: Iterable[str | None] = ()
+) -> RunOutcome:
+    """The run's outcome from its task states (``{task_id: state}``) and the outcomes its steps declared,
+    with the reason the declaring step gave (``reasons``, if any: the last one).
 
     :raises ValueError: a declared outcome that is not one of :data:`OUTCOMES` (a bug in a step).
     """
@@ -57,7 +60,8 @@ def decide_outcome(states: Mapping[str, Any], declared: Iterable[str | None]) ->
     if len(set(outcomes)) > 1:
         # Two ends in one run (say a rollback after a promotion): report the last step's, loudly.
         return RunOutcome(outcomes[-1], f"several outcomes declared: {outcomes}; the last one counts")
-    return RunOutcome(outcomes[0], "declared by the step that ended the run")
+    given = [r for r in reasons or () if r]
+    return RunOutcome(outcomes[0], given[-1] if given else "declared by the step that ended the run")
 
 
 def merge_facts(facts: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:

@@ -62,6 +62,13 @@ class TestDecideOutcome:
         assert decided.outcome == "failed"
         assert "no step declared an outcome" in decided.reason
 
+    def test_the_declaring_steps_reason_is_the_runs_reason(self) -> None:
+        states = {"prepare_training": "skipped", "fine_tune": "skipped"}
+        decided = decide_outcome(states, [None, "nothing_to_do"], [None, "textclf has no champion yet"])
+        assert decided == RunOutcome("nothing_to_do", "textclf has no champion yet")
+        without = decide_outcome(states, ["nothing_to_do"], [None])
+        assert without.reason == "declared by the step that ended the run"
+
     def test_several_outcomes_the_last_counts_and_the_reason_lists_them(self) -> None:
         decided = decide_outcome({}, ["deployed", None, "rolled_back"])
         assert decided.outcome == "rolled_back"
