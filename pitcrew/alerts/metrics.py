@@ -2,7 +2,8 @@
 
 Counts come from the SQLite state rather than process memory, so they are right across API-server
 workers and restarts. Tasks write ``<home>/metrics/*.prom`` (Prometheus text format, e.g. with
-``prometheus_client.write_to_textfile``); each valid file is appended, an invalid one is skipped and counted.
+``prometheus_client.write_to_textfile``); the valid files' families are merged in, an invalid file is
+skipped and counted.
 """
 
 from __future__ import annotations
@@ -53,36 +54,57 @@ class _StateCollector:
         yield bad
 
 
-def _valid_textfiles(folder: Path) -> tuple[list[str], int]:
-    texts: list[str] = []
+def _textfile_families(folder: Path) -> tuple[list[Metric], int]:
+    """The families of every valid textfile, merged by name, and how many files were invalid.
+
+    Each model's pipeline textfile declares the same families (``pitcrew_pipeline_runs_total`` ...), so
+    appending the files would repeat HELP and TYPE lines, which the exposition format forbids; samples of
+    one family are merged into one family instead (a sample repeated across files keeps its first value).
+    """
+    merged: dict[str, Metric] = {}
+    seen: set[tuple[str, tuple]] = set()
     invalid = 0
     if not folder.is_dir():
-        return texts, invalid
+        return [], invalid
     for path in sorted(folder.glob("*.prom")):
         try:
             if path.stat().st_size > MAX_TEXTFILE_BYTES:
                 raise ValueError("too large")
-            text = path.read_text()
-            list(text_string_to_metric_families(text))
+            families = list(text_string_to_metric_families(path.read_text()))
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             log.warning("skipping metrics textfile %s: %s", path, exc)
             invalid += 1
             continue
-        texts.append(text if text.endswith("\n") else text + "\n")
-    return texts, invalid
+        for family in families:
+            target = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in seen:
+                    seen.add(key)
+                    target.samples.append(sample)
+    return list(merged.values()), invalid
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 def render_metrics(
     policy: AlertPolicy, textfile_dir: Path, rejected: dict[str, int], extra: Iterable[object] = ()
 ) -> bytes:
     """The full exposition: state-derived counters first (the ``extra`` collectors' too, e.g. feedback),
-    then each valid textfile."""
-    texts, invalid = _valid_textfiles(textfile_dir)
+    then the families of the valid textfiles."""
+    families, invalid = _textfile_families(textfile_dir)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StateCollector(policy, rejected, [invalid]))  # type: ignore[arg-type]
     for collector in extra:
         registry.register(collector)  # type: ignore[arg-type]
-    return generate_latest(registry) + "".join(texts).encode()
+    registry.register(_Families(families))  # type: ignore[arg-type]
+    return generate_latest(registry)
 
 
 def metric_names(text: str) -> Iterable[str]:

@@ -248,6 +248,26 @@ class TestHealthAndMetrics:
         assert 'pitcrew_webhook_rejected_requests_total{reason="auth"} 1.0' in text
         assert "pitcrew_metrics_invalid_textfiles 1.0" in text
 
+    def test_textfiles_of_several_models_merge_into_one_family_each(self, tmp_path: Path, client: TestClient) -> None:
+        import shutil
+
+        from pitcrew import pipeline_metrics
+
+        for model in ("textclf", "other"):
+            pipeline_metrics.record(tmp_path / "metrics", model, outcome="deployed")
+        text = client.get("/metrics").text
+        assert text.count("# HELP pitcrew_pipeline_runs_total ") == 1
+        assert text.count("# TYPE pitcrew_pipeline_runs_total ") == 1
+        assert 'pitcrew_pipeline_runs_total{model="textclf",outcome="deployed"} 1.0' in text
+        assert 'pitcrew_pipeline_runs_total{model="other",outcome="deployed"} 1.0' in text
+        promtool = shutil.which("promtool")
+        if promtool:  # the strict check that refused the appended files
+            import subprocess
+
+            checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+            assert "second HELP" not in checked.stdout + checked.stderr
+            assert "second TYPE" not in checked.stdout + checked.stderr
+
 
 # --------------------------------------------------------------------------------------------------
 # Fuzzing: thousands of generated bodies; none may cause a 5xx or a run.
