@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from training.calibration import read_calibration, write_calibration
 from training.data import LabelledText, load_labelled
 from training.errors import DataError, ParityError
 from training.inference import encode, load_classifier, model_labels, softmax
@@ -182,6 +183,9 @@ def compile_model(config: CompileConfig) -> Path:
     if output_dir.exists() and not config.overwrite:
         raise FileExistsError(f"output folder {output_dir} already exists (pass overwrite)")
     skip_reason = _preflight(config)
+    # fine-tune's fit on its eval set, carried into the artifact; read (and validated) before the slow export.
+    # None: fine-tuned without an eval set, and the serving front uses raw confidence (T = 1)
+    calibration = read_calibration(config.model_dir)
     model, tokenizer = load_classifier(config.model_dir)
     model.eval()
     labels = model_labels(config.model_dir, model)
@@ -213,13 +217,16 @@ def compile_model(config: CompileConfig) -> Path:
         runtime, runtime_reason = served_runtime(config, trt_report)
         tokenizer.save_pretrained(tmp)
         (tmp / "labels.json").write_text(json.dumps(labels))
+        if calibration is not None:
+            write_calibration(tmp, calibration)
         serving = serving_metadata(config, input_names, runtime, runtime_reason)
         (tmp / "serving.json").write_text(json.dumps(serving, indent=2))
         golden.require_known_labels(labels)
         _write_golden(tmp / "golden.json", golden, _batched(ort_run, tokenizer, golden.texts, config), labels)
         report = _report(config, onnx_figures, trt_report, tmp, started)
         report.update(golden_source=golden.source, runtime=runtime, requested_runtime=config.runtime,
-                      runtime_reason=runtime_reason)
+                      runtime_reason=runtime_reason,
+                      calibration=calibration.to_dict() if calibration is not None else None)
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=2, default=str))
         if output_dir.exists():
             shutil.rmtree(output_dir)

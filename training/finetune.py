@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pretrained import MINILM
+from training.calibration import Calibration, fit_temperature, write_calibration
 from training.data import LabelledText, load_feedback_join, load_labelled
 from training.errors import DataError, NonFiniteLossError
 from training.inference import batched_logits, load_classifier, resolve_model_source, softmax
@@ -183,7 +184,8 @@ def choose_labels(config: FinetuneConfig, train: LabelledText) -> list[str]:
 
 
 def finetune(config: FinetuneConfig) -> Path:
-    """Run one fine-tuning and return the output folder (weights, tokenizer, labels.json, training_summary.json)."""
+    """Run one fine-tuning and return the output folder (weights, tokenizer, labels.json, training_summary.json,
+    and calibration.json when there is an eval set)."""
     import torch
 
     started = time.monotonic()
@@ -284,9 +286,14 @@ def finetune(config: FinetuneConfig) -> Path:
     finally:
         bar.close()
 
+    final_eval = calibration = None
     if evaluation is not None:
         model.load_state_dict(best_state)
-    final_eval = _evaluate(model, tokenizer, evaluation, labels, config, device) if evaluation is not None else None
+        final_logits = _eval_logits(model, tokenizer, evaluation, config, device)
+        final_eval = classification_metrics(evaluation.label_ids(labels), softmax(final_logits), labels)
+        # the confidence calibration the serving front applies (training/calibration.py); no eval set, no file
+        calibration = fit_temperature(final_logits, np.asarray(evaluation.label_ids(labels)),
+                                      fitted_on=evaluation.source)
     summary = {
         "base_model": config.base_model,
         "labels": labels,
@@ -299,6 +306,7 @@ def finetune(config: FinetuneConfig) -> Path:
         "best_step": state.get("best_step"),
         "last_train_loss": state.get("last_loss"),
         "eval": final_eval,
+        "calibration": calibration.to_dict() if calibration is not None else None,
         "history": state["history"],
         "device": device,
         "precision": precision,
@@ -312,7 +320,8 @@ def finetune(config: FinetuneConfig) -> Path:
     if final_eval is not None:
         sink.log({"final_eval_accuracy": final_eval["accuracy"], "final_eval_macro_f1": final_eval["macro_f1"]},
                  state["step"])
-    output = _write_output(config.output_dir, model, tokenizer, labels, summary, overwrite=config.overwrite)
+    output = _write_output(config.output_dir, model, tokenizer, labels, summary, overwrite=config.overwrite,
+                           calibration=calibration)
     sink.close(status="FINISHED")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return output
@@ -326,10 +335,14 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _eval_logits(model: Any, tokenizer: Any, data: LabelledText, config: FinetuneConfig, device: str) -> np.ndarray:
+    return batched_logits(model, tokenizer, data.texts, batch_size=max(64, config.batch_size),
+                          max_length=config.max_length, device=device)
+
+
 def _evaluate(model: Any, tokenizer: Any, data: LabelledText, labels: list[str], config: FinetuneConfig,
               device: str) -> dict:
-    logits = batched_logits(model, tokenizer, data.texts, batch_size=max(64, config.batch_size),
-                            max_length=config.max_length, device=device)
+    logits = _eval_logits(model, tokenizer, data, config, device)
     return classification_metrics(data.label_ids(labels), softmax(logits), labels)
 
 
@@ -367,13 +380,15 @@ def _load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, s
 
 
 def _write_output(output_dir: Path, model: Any, tokenizer: Any, labels: list[str], summary: dict, *,
-                  overwrite: bool) -> Path:
+                  overwrite: bool, calibration: Calibration | None = None) -> Path:
     tmp = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.to("cpu").save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "labels.json").write_text(json.dumps(labels))
+        if calibration is not None:  # compile carries it into the artifact
+            write_calibration(tmp, calibration)
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         if output_dir.exists() and overwrite:
             shutil.rmtree(output_dir)

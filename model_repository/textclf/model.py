@@ -6,8 +6,10 @@ process (runtime ``python-onnxruntime``) or in a ``<name>_core`` model of Triton
 called through BLS (``core_model`` parameter), always its own version number of it. Every request gets its own response: a bad request (empty
 text, invalid UTF-8) gets a ``TritonError`` and the rest of the batch is served. Business metrics go to
 Triton's metrics endpoint; each prediction goes to the inference log, whose failures are only counted.
+With the artifact's ``calibration.json`` (temperature T, training/calibration.py) the metrics also carry the
+sum and count of calibrated top-class confidence, whose ratio estimates accuracy before labels arrive.
 
-One file of about 430 lines on purpose: the hot-swap publishes it alone into every version folder
+One file of about 480 lines on purpose: the hot-swap publishes it alone into every version folder
 (docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both runtimes'
 inference paths) has to live in this file; splitting it would mean publishing and versioning a package.
 """
@@ -164,7 +166,9 @@ class _Metrics:
     ``flush_s`` seconds in a few aggregated increments, so metrics never sit on a request's path.
     """
 
-    def __init__(self, model: str, version: str, labels: list[str], flush_s: float = 1.0) -> None:
+    def __init__(
+        self, model: str, version: str, labels: list[str], flush_s: float = 1.0, temperature: float = 1.0
+    ) -> None:
         # A family must outlive its metrics, so every family is kept on this object.
         self.families: list = []
         base = {"model": model, "version": version}
@@ -194,6 +198,14 @@ class _Metrics:
         self.rejected = self.family(
             "pitcrew_rejected_texts_total", "Requests answered with an error (empty text, invalid UTF-8)."
         ).Metric(labels=base)
+        # Counters, not a histogram: Prometheus divides rate(sum) by rate(count) for the estimated accuracy.
+        self.temperature = temperature
+        self.calibrated_sum = self.family(
+            "pitcrew_calibrated_confidence_sum", "Sum of calibrated top-class confidence (calibration.json)."
+        ).Metric(labels=base)
+        self.calibrated_count = self.family(
+            "pitcrew_calibrated_confidence_count", "Texts in pitcrew_calibrated_confidence_sum."
+        ).Metric(labels=base)
         self._pending: list[tuple[np.ndarray, ...]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -210,17 +222,24 @@ class _Metrics:
         return family
 
     def record(
-        self, top: np.ndarray, confidence: np.ndarray, tokens: np.ndarray, unknown_ratio: np.ndarray
+        self,
+        top: np.ndarray,
+        confidence: np.ndarray,
+        tokens: np.ndarray,
+        unknown_ratio: np.ndarray,
+        probs: np.ndarray,
     ) -> None:
         with self._lock:
-            self._pending.append((top, confidence, tokens, unknown_ratio))
+            self._pending.append((top, confidence, tokens, unknown_ratio, probs))
 
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
         if not pending:
             return
-        top, confidence, tokens, ratio = (np.concatenate(parts) for parts in zip(*pending, strict=True))
+        top, confidence, tokens, ratio, probs = (
+            np.concatenate(parts) for parts in zip(*pending, strict=True)
+        )
         for metric, n in zip(
             self.predictions, np.bincount(top, minlength=len(self.predictions)), strict=True
         ):
@@ -229,6 +248,9 @@ class _Metrics:
         self.confidence.add(confidence.astype(float))
         self.tokens.add(tokens.astype(float))
         self.unknown_ratio.add(ratio.astype(float))
+        calibrated = confidence if self.temperature == 1.0 else calibrated_confidence(probs, self.temperature)
+        self.calibrated_sum.increment(float(np.sum(calibrated, dtype=np.float64)))
+        self.calibrated_count.increment(float(len(calibrated)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
@@ -242,6 +264,28 @@ class _Metrics:
         if self._thread.is_alive():
             self._thread.join(timeout=self.flush_s + 5)
         self.flush()
+
+
+def calibrated_confidence(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Top class of ``softmax(log p / T)`` (= ``softmax(logits / T)``), as training/calibration.py computes it."""
+    log_p = np.log(np.maximum(probs.astype(np.float64), np.finfo(np.float64).tiny))
+    return 1.0 / np.exp((log_p - log_p.max(axis=1, keepdims=True)) / temperature).sum(axis=1)
+
+
+def read_temperature(folder: Path) -> float:
+    """T of the version's ``calibration.json``; 1.0 (raw confidence) without one. A broken file fails the load."""
+    path = folder / "calibration.json"
+    if not path.exists():
+        pb_utils.Logger.log_info(f"{path} missing: calibrated confidence is the raw confidence (T = 1)")
+        return 1.0
+    try:
+        raw = json.loads(path.read_text())
+        temperature = float(raw["temperature"]) if raw["method"] == "temperature" else float("nan")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: not a calibration file ({type(exc).__name__}: {exc})") from None
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{path}: need method 'temperature' and a finite temperature > 0, got {raw}")
+    return temperature
 
 
 class TritonPythonModel:
@@ -312,7 +356,11 @@ class TritonPythonModel:
             self.tokenizer(["warm-up"])
         # Creating ~50 metric series is as many round trips to the server: also done at low priority.
         self.metrics = _Metrics(
-            self.model_name, self.version, self.labels, float(params.get("metrics_flush_s", "1.0"))
+            self.model_name,
+            self.version,
+            self.labels,
+            float(params.get("metrics_flush_s", "1.0")),
+            read_temperature(folder),
         )
         if params.get("inference_log_uri"):
             import monitoring.inference_log  # noqa: F401 - pandas/pyarrow imported at low priority too
@@ -368,7 +416,7 @@ class TritonPythonModel:
             )
             if self.log is not None:
                 records.extend(self._records(ids, texts[rows], predicted[rows], confidence[rows], now))
-        self.metrics.record(top, confidence, token_counts, unk_ratios)
+        self.metrics.record(top, confidence, token_counts, unk_ratios, probs)
         if records:
             self.log.append(records)
         return responses

@@ -6,6 +6,7 @@ One Triton + Prometheus pair for the module; versions are swapped in with the re
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,12 +31,16 @@ from tests.stack_fixtures import free_ports, make_settings, stack_with_env
 pytestmark = pytest.mark.integration
 LABELS = ["billing", "technical", "account", "shipping"]
 MODEL = "textclf"
+CALIBRATION = {"method": "temperature", "temperature": 0.01, "fitted_on": "test", "rows": 1,
+               "nll_before": 1.0, "nll_after": 1.0, "ece_before": 0.0, "ece_after": 0.0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     artifacts = {v: build_artifact(root / f"artifact-v{v}", LABELS, seed=v) for v in (1, 2)}
+    # the random tiny model answers ~0.25 for every class: only a small T moves its confidence visibly
+    (artifacts[1] / "calibration.json").write_text(json.dumps(CALIBRATION))
     broken = root / "artifact-broken"
     shutil.copytree(artifacts[1], broken)
     (broken / "model.onnx").write_bytes(b"not an onnx model")
@@ -112,6 +117,41 @@ def test_custom_metrics_on_triton_and_in_prometheus(stack, client):
                 break
         time.sleep(0.5)
     assert value >= 3
+
+
+def _calibrated_counters(text: str) -> dict[tuple[str, str], float]:
+    """``{(version, "sum"|"count"): value}`` of the textclf calibrated-confidence counters in a scrape."""
+    found = re.findall(
+        rf'^pitcrew_calibrated_confidence_(sum|count){{model="{MODEL}",version="(\d+)"}} (\S+)$', text, re.M
+    )
+    return {(version, kind): float(value) for kind, version, value in found}
+
+
+def test_calibrated_confidence_counters_follow_the_artifacts_temperature(stack, client):
+    url = stack["settings"].triton_metrics_url
+    time.sleep(1.5)  # let what earlier requests queued reach the counters (flushed once a second)
+    before = _calibrated_counters(httpx.get(url).text)
+    texts = ["where is my parcel", "refund please", "the app crashes", "reset my password", "invoice twice"]
+    answers = client.classify(MODEL, texts)
+    version = answers[0].version
+    # the published version folder carries the artifact's calibration.json (version 1's has T = 0.01)
+    published = stack["settings"].repository_dir / MODEL / version / "calibration.json"
+    if version == "1":
+        assert json.loads(published.read_text()) == CALIBRATION
+    temperature = json.loads(published.read_text())["temperature"] if published.exists() else 1.0
+    probs = np.array([a.probabilities for a in answers], dtype=np.float64)
+    scaled = np.exp(np.log(probs) / temperature)
+    expected = (scaled / scaled.sum(axis=1, keepdims=True)).max(axis=1).sum()
+    deadline, after = time.monotonic() + 10, {}
+    while time.monotonic() < deadline:
+        after = _calibrated_counters(httpx.get(url).text)
+        if after.get((version, "count"), 0) - before.get((version, "count"), 0) >= len(texts):
+            break
+        time.sleep(0.3)
+    assert after[(version, "count")] - before.get((version, "count"), 0) == len(texts)
+    assert after[(version, "sum")] - before.get((version, "sum"), 0) == pytest.approx(expected, abs=1e-3)
+    if temperature != 1.0:  # the counter carries calibrated confidence, not the raw top probability
+        assert abs(expected - probs.max(axis=1).sum()) > 0.1
 
 
 def test_inference_log_rows_written_and_read_back_with_feedback(stack, client):

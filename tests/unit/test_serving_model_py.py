@@ -14,6 +14,7 @@ from pitcrew.settings import REPO_ROOT
 from tests.integration.serving_artifacts import GOLDEN_TEXTS, build_artifact
 
 LABELS = ["billing", "technical", "account", "shipping"]
+LOGGED: list[str] = []  # what the backend logged with Logger.log_info
 
 
 class _Metric:
@@ -70,7 +71,7 @@ def _fake_pb_utils() -> types.ModuleType:
     module.InferenceResponse = _Response
     module.TritonError = lambda message: message
     module.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
-    module.Logger = types.SimpleNamespace(log_warn=lambda message: None)
+    module.Logger = types.SimpleNamespace(log_warn=lambda message: None, log_info=LOGGED.append)
     return module
 
 
@@ -207,3 +208,71 @@ def test_inference_log_failure_is_counted_and_the_request_served(backend, tmp_pa
     assert response.error is None
     instance.finalize()  # flushes: the write fails and is counted, nothing raises
     assert instance.metrics.log_failures.value == 1
+
+
+def _calibrated_top(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T)'s top class, computed the plain way (no shared code with model.py)."""
+    scaled = np.exp(np.log(probs.astype(np.float64)) / temperature)
+    return (scaled / scaled.sum(axis=1, keepdims=True)).max(axis=1)
+
+
+def _repo_with_calibration(root, tmp_path, calibration: str | None):
+    import shutil
+
+    shutil.copytree(root / "repo" / "1", tmp_path / "repo" / "1")
+    if calibration is not None:
+        (tmp_path / "repo" / "1" / "calibration.json").write_text(calibration)
+    return tmp_path
+
+
+# The random tiny model answers nearly uniform probabilities (~0.25): only a small T moves them visibly.
+@pytest.mark.parametrize("temperature", [0.01, 0.02])
+def test_calibrated_confidence_counters_apply_the_artifacts_temperature(backend, tmp_path, temperature):
+    module, root = backend
+    calibration = {"method": "temperature", "temperature": temperature, "fitted_on": "a_eval", "rows": 8,
+                   "nll_before": 1.0, "nll_after": 0.9, "ece_before": 0.1, "ece_after": 0.05}  # fmt: skip
+    repo = _repo_with_calibration(root, tmp_path, json.dumps(calibration))
+    instance = _initialized(module, repo, {"parameters": {"metrics_flush_s": {"string_value": "60"}}})
+    try:
+        responses = instance.execute(
+            [_Request(GOLDEN_TEXTS[:4]), _Request([b""]), _Request(GOLDEN_TEXTS[4:])]
+        )
+        probs = np.vstack([responses[0].outputs["probabilities"], responses[2].outputs["probabilities"]])
+        assert instance.metrics.calibrated_count.value == 0  # nothing on the request path
+        instance.metrics.flush()
+        expected = _calibrated_top(probs, temperature).sum()
+        # the rejected empty text is not counted; the sum is of calibrated, not raw, confidence
+        assert instance.metrics.calibrated_count.value == len(GOLDEN_TEXTS)
+        assert instance.metrics.calibrated_sum.value == pytest.approx(expected, rel=1e-5)
+        assert abs(expected - probs.max(axis=1).sum()) > 0.05
+        assert {m.labels["version"] for m in _Family.created["pitcrew_calibrated_confidence_sum"]} == {"1"}
+    finally:
+        instance.finalize()
+
+
+def test_without_calibration_the_counters_carry_raw_confidence_and_the_log_says_so(backend, tmp_path):
+    module, root = backend
+    LOGGED.clear()
+    repo = _repo_with_calibration(root, tmp_path, None)
+    instance = _initialized(module, repo, {"parameters": {"metrics_flush_s": {"string_value": "60"}}})
+    try:
+        response = instance.execute([_Request(GOLDEN_TEXTS)])[0]
+        instance.metrics.flush()
+        raw = response.outputs["probabilities"].max(axis=1)
+        assert instance.metrics.calibrated_count.value == len(GOLDEN_TEXTS)
+        assert instance.metrics.calibrated_sum.value == pytest.approx(raw.sum(), rel=1e-6)
+        assert len([m for m in LOGGED if "calibration.json" in m and "T = 1" in m]) == 1
+    finally:
+        instance.finalize()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ["{not json", '{"method": "isotonic", "temperature": 2}', '{"method": "temperature", "temperature": 0}',
+     '{"method": "temperature"}', "[1, 2]"],
+)  # fmt: skip
+def test_broken_calibration_fails_initialize_naming_the_file(backend, tmp_path, broken):
+    module, root = backend
+    repo = _repo_with_calibration(root, tmp_path, broken)
+    with pytest.raises(ValueError, match="calibration.json"):
+        _initialized(module, repo, {})
