@@ -1,4 +1,4 @@
-"""Temperature scaling of a classifier's confidence, fitted on the evaluation set at training time.
+"""Confidence calibration fitted on the evaluation set at training time: a temperature and an ATC threshold.
 
 One scalar ``T`` divides the logits: ``softmax(z / T)``. It never changes the predicted class, only how sure
 the model says it is; fitted by minimising the negative log-likelihood on held-out labelled rows (Guo et al.,
@@ -6,6 +6,13 @@ the model says it is; fitted by minimising the negative log-likelihood on held-o
 before any label arrives (what NannyML's CBPE does for tabular models). Like every confidence-based
 estimator it assumes the eval set looks like the traffic: under a shift the model is confidently wrong on,
 the estimate is too high (benchmarks/estimated_accuracy.py measures how much).
+
+The estimate pitcrew serves is the other fit, Average Thresholded Confidence (ATC; Garg et al., ICLR 2022,
+"Leveraging unlabeled data to predict out-of-distribution performance"): the threshold ``t`` such that the
+share of eval rows whose top-class confidence is at or above ``t`` equals the eval accuracy; on served
+traffic, the share of texts at or above ``t`` estimates the accuracy. A mean of confidences moves little
+when a shift makes the model unsure of some texts; a share above a threshold moves with each such text
+(benchmarks/estimated_accuracy.py compares both on the demo's shift).
 
 The fit is stored as ``calibration.json`` in the model folder and the artifact (docs/model-artifact.md);
 the Triton front (``model_repository/textclf/model.py``) applies the same formula to the probabilities it
@@ -49,6 +56,9 @@ class Calibration:
     ece_before: float
     ece_after: float
     method: str = METHOD
+    #: ATC threshold on the raw top-class confidence (:func:`fit_atc_threshold`); None in files written
+    #: before it existed, and then the front exports no estimate.
+    atc_threshold: float | None = None
 
     @property
     def at_bound(self) -> bool:
@@ -73,12 +83,16 @@ class Calibration:
                 temperature=float(raw["temperature"]), fitted_on=str(raw["fitted_on"]), rows=int(raw["rows"]),
                 nll_before=float(raw["nll_before"]), nll_after=float(raw["nll_after"]),
                 ece_before=float(raw["ece_before"]), ece_after=float(raw["ece_after"]),
+                atc_threshold=None if raw.get("atc_threshold") is None else float(raw["atc_threshold"]),
             )  # fmt: skip
         except KeyError as exc:
             raise CalibrationError(f"calibration lacks {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"calibration has a non-numeric field: {exc}") from None
         _check_temperature(calibration.temperature)
+        threshold = calibration.atc_threshold
+        if threshold is not None and not (math.isfinite(threshold) and 0 <= threshold <= 1):
+            raise CalibrationError(f"atc_threshold must be in [0, 1], got {threshold}")
         return calibration
 
 
@@ -151,6 +165,32 @@ def fit_temperature(
         ece_before=expected_calibration_error(labels, _softmax(logits)),
         ece_after=expected_calibration_error(labels, _softmax(logits / temperature)),
     )  # fmt: skip
+
+
+def fit_atc_threshold(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """The ATC threshold: ``t`` with ``mean(confidence >= t) == mean(correct)`` on the eval rows.
+
+    It is the (1 - accuracy) quantile of the eval confidences (the lowest value kept when every row is
+    right, so the eval set itself estimates 100 %). A threshold on raw top-class confidence, because the
+    front counts texts at or above it without recomputing anything.
+
+    :raises CalibrationError: empty or mismatched inputs, or confidences outside [0, 1].
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    if confidence.ndim != 1 or len(confidence) == 0 or correct.shape != confidence.shape:
+        raise CalibrationError(f"need [rows] confidences and [rows] correctness, got {confidence.shape} and {correct.shape}")
+    if not np.all(np.isfinite(confidence)) or confidence.min() < 0 or confidence.max() > 1:
+        raise CalibrationError("confidences must be finite and in [0, 1]")
+    ordered = np.sort(confidence)
+    wrong = int(len(ordered) - correct.sum())  # this many rows fall below t
+    return float(ordered[wrong]) if wrong < len(ordered) else float(np.nextafter(ordered[-1], 2.0))
+
+
+def atc_estimate(confidence: np.ndarray, threshold: float) -> float:
+    """The ATC accuracy estimate of a batch: the share of top-class confidences at or above ``threshold``."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    return float(np.mean(confidence >= threshold)) if len(confidence) else float("nan")
 
 
 def calibrated_confidence(probabilities: np.ndarray, temperature: float) -> np.ndarray:

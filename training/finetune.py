@@ -14,14 +14,14 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from pretrained import MINILM
-from training.calibration import Calibration, fit_temperature, write_calibration
+from training.calibration import Calibration, fit_atc_threshold, fit_temperature, write_calibration
 from training.data import LabelledText, load_feedback_join, load_labelled
 from training.errors import DataError, NonFiniteLossError
 from training.inference import batched_logits, load_classifier, resolve_model_source, softmax
@@ -292,8 +292,12 @@ def finetune(config: FinetuneConfig) -> Path:
         final_logits = _eval_logits(model, tokenizer, evaluation, config, device)
         final_eval = classification_metrics(evaluation.label_ids(labels), softmax(final_logits), labels)
         # the confidence calibration the serving front applies (training/calibration.py); no eval set, no file
-        calibration = fit_temperature(final_logits, np.asarray(evaluation.label_ids(labels)),
-                                      fitted_on=evaluation.source)
+        truth = np.asarray(evaluation.label_ids(labels))
+        probabilities = softmax(final_logits)
+        calibration = replace(
+            fit_temperature(final_logits, truth, fitted_on=evaluation.source),
+            atc_threshold=fit_atc_threshold(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth),
+        )
     summary = {
         "base_model": config.base_model,
         "labels": labels,

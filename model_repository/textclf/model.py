@@ -6,8 +6,9 @@ process (runtime ``python-onnxruntime``) or in a ``<name>_core`` model of Triton
 called through BLS (``core_model`` parameter), always its own version number of it. Every request gets its own response: a bad request (empty
 text, invalid UTF-8) gets a ``TritonError`` and the rest of the batch is served. Business metrics go to
 Triton's metrics endpoint; each prediction goes to the inference log, whose failures are only counted.
-With the artifact's ``calibration.json`` (temperature T, training/calibration.py) the metrics also carry the
-sum and count of calibrated top-class confidence, whose ratio estimates accuracy before labels arrive.
+With the artifact's ``calibration.json`` (training/calibration.py) the metrics also carry the sum and count
+of temperature-scaled top-class confidence, and the count of texts at or above the ATC threshold, whose share
+of all texts estimates accuracy before labels arrive.
 
 One file of about 480 lines on purpose: the hot-swap publishes it alone into every version folder
 (docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both runtimes'
@@ -167,7 +168,13 @@ class _Metrics:
     """
 
     def __init__(
-        self, model: str, version: str, labels: list[str], flush_s: float = 1.0, temperature: float = 1.0
+        self,
+        model: str,
+        version: str,
+        labels: list[str],
+        flush_s: float = 1.0,
+        temperature: float = 1.0,
+        atc_threshold: float | None = None,
     ) -> None:
         # A family must outlive its metrics, so every family is kept on this object.
         self.families: list = []
@@ -206,6 +213,15 @@ class _Metrics:
         self.calibrated_count = self.family(
             "pitcrew_calibrated_confidence_count", "Texts in pitcrew_calibrated_confidence_sum."
         ).Metric(labels=base)
+        # No threshold (no calibration.json): no series, so no estimate rather than a wrong 0.
+        self.atc_threshold = atc_threshold
+        self.confident = None
+        if atc_threshold is not None:
+            self.confident = self.family(
+                "pitcrew_confident_texts_total",
+                "Texts with top-class confidence at or above the ATC threshold fitted on the eval set; "
+                "divided by pitcrew_calibrated_confidence_count it estimates accuracy.",
+            ).Metric(labels=base)
         self._pending: list[tuple[np.ndarray, ...]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -251,6 +267,10 @@ class _Metrics:
         calibrated = confidence if self.temperature == 1.0 else calibrated_confidence(probs, self.temperature)
         self.calibrated_sum.increment(float(np.sum(calibrated, dtype=np.float64)))
         self.calibrated_count.increment(float(len(calibrated)))
+        if self.confident is not None:
+            confident = int(np.count_nonzero(confidence >= self.atc_threshold))
+            if confident:
+                self.confident.increment(float(confident))
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
@@ -272,20 +292,25 @@ def calibrated_confidence(probs: np.ndarray, temperature: float) -> np.ndarray:
     return 1.0 / np.exp((log_p - log_p.max(axis=1, keepdims=True)) / temperature).sum(axis=1)
 
 
-def read_temperature(folder: Path) -> float:
-    """T of the version's ``calibration.json``; 1.0 (raw confidence) without one. A broken file fails the load."""
+def read_calibration(folder: Path) -> tuple[float, float | None]:
+    """(T, ATC threshold) of the version's ``calibration.json``; (1.0, None) without one, so confidence is
+    used raw and no estimate is exported. A broken file fails the load."""
     path = folder / "calibration.json"
     if not path.exists():
         pb_utils.Logger.log_info(f"{path} missing: calibrated confidence is the raw confidence (T = 1)")
-        return 1.0
+        return 1.0, None
     try:
         raw = json.loads(path.read_text())
         temperature = float(raw["temperature"]) if raw["method"] == "temperature" else float("nan")
-    except (ValueError, TypeError, KeyError) as exc:
+        threshold = raw.get("atc_threshold")
+        threshold = None if threshold is None else float(threshold)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"{path}: not a calibration file ({type(exc).__name__}: {exc})") from None
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"{path}: need method 'temperature' and a finite temperature > 0, got {raw}")
-    return temperature
+    if threshold is not None and not (np.isfinite(threshold) and 0 <= threshold <= 1):
+        raise ValueError(f"{path}: atc_threshold must be in [0, 1], got {threshold}")
+    return temperature, threshold
 
 
 class TritonPythonModel:
@@ -360,7 +385,7 @@ class TritonPythonModel:
             self.version,
             self.labels,
             float(params.get("metrics_flush_s", "1.0")),
-            read_temperature(folder),
+            *read_calibration(folder),
         )
         if params.get("inference_log_uri"):
             import monitoring.inference_log  # noqa: F401 - pandas/pyarrow imported at low priority too

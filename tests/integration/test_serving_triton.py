@@ -32,7 +32,8 @@ pytestmark = pytest.mark.integration
 LABELS = ["billing", "technical", "account", "shipping"]
 MODEL = "textclf"
 CALIBRATION = {"method": "temperature", "temperature": 0.01, "fitted_on": "test", "rows": 1,
-               "nll_before": 1.0, "nll_after": 1.0, "ece_before": 0.0, "ece_after": 0.0}  # fmt: skip
+               "nll_before": 1.0, "nll_after": 1.0, "ece_before": 0.0, "ece_after": 0.0,
+               "atc_threshold": 0.26}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +121,12 @@ def test_custom_metrics_on_triton_and_in_prometheus(stack, client):
 
 
 def _calibrated_counters(text: str) -> dict[tuple[str, str], float]:
-    """``{(version, "sum"|"count"): value}`` of the textclf calibrated-confidence counters in a scrape."""
+    """``{(version, "sum"|"count"|"confident"): value}`` of the textclf estimate counters in a scrape."""
     found = re.findall(
-        rf'^pitcrew_calibrated_confidence_(sum|count){{model="{MODEL}",version="(\d+)"}} (\S+)$', text, re.M
-    )
-    return {(version, kind): float(value) for kind, version, value in found}
+        rf'^pitcrew_(?:calibrated_confidence_(sum|count)|(confident)_texts_total){{model="{MODEL}",version="(\d+)"}} (\S+)$',
+        text, re.M,
+    )  # fmt: skip
+    return {(version, kind or confident): float(value) for kind, confident, version, value in found}
 
 
 def test_calibrated_confidence_counters_follow_the_artifacts_temperature(stack, client):
@@ -152,6 +154,9 @@ def test_calibrated_confidence_counters_follow_the_artifacts_temperature(stack, 
     assert after[(version, "sum")] - before.get((version, "sum"), 0) == pytest.approx(expected, abs=1e-3)
     if temperature != 1.0:  # the counter carries calibrated confidence, not the raw top probability
         assert abs(expected - probs.max(axis=1).sum()) > 0.1
+    if version == "1":  # ATC: the texts whose raw top-class confidence reaches the artifact's threshold
+        confident = int(np.count_nonzero(probs.max(axis=1) >= CALIBRATION["atc_threshold"]))
+        assert after.get((version, "confident"), 0) - before.get((version, "confident"), 0) == confident
 
 
 def test_inference_log_rows_written_and_read_back_with_feedback(stack, client):

@@ -6,8 +6,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
-
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "estimated_accuracy.py"
 
 
@@ -26,17 +24,11 @@ def test_smoke_run_prints_one_json_line(tmp_path, capsys) -> None:
     assert len(lines) == 1
     result = json.loads(lines[0])
     for key in ("benchmark", "steps", "mae_in_domain", "mae_per_step", "raw_mae_per_step", "calibrated_beats_raw",
-                "targets_met", "python", "cpus", "temperature"):  # fmt: skip
+                "targets_met", "python", "cpus", "temperature", "atc_threshold"):  # fmt: skip
         assert key in result, key
     assert [s["b_share"] for s in result["steps"]] == [0.0, 0.5, 1.0]
-    for name in ("mae_per_step", "raw_mae_per_step", "isotonic_mae_per_step"):
+    for name in ("mae_per_step", "raw_mae_per_step", "temperature_mae_per_step"):
         assert len(result[name]) == 3 and all(0.0 <= x <= 1.0 for x in result[name])
     assert result["mae_in_domain"] == result["mae_per_step"][0]
     assert result["calibrated_beats_raw"] == all(result["calibrated_beats_raw_per_step"])
     assert (tmp_path / "model" / "calibration.json").exists()
-
-
-def test_isotonic_fit_is_monotone_and_pools_violators() -> None:
-    fit = _module().isotonic_fit(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 0, 1]))
-    # (0.2, 1) and (0.3, 0) violate the order: pooled into one block of mean 0.5
-    np.testing.assert_allclose(fit(np.array([0.05, 0.1, 0.25, 0.3, 0.4, 0.9])), [0, 0, 0.5, 0.5, 1, 1])

@@ -262,6 +262,33 @@ def test_without_calibration_the_counters_carry_raw_confidence_and_the_log_says_
         assert instance.metrics.calibrated_count.value == len(GOLDEN_TEXTS)
         assert instance.metrics.calibrated_sum.value == pytest.approx(raw.sum(), rel=1e-6)
         assert len([m for m in LOGGED if "calibration.json" in m and "T = 1" in m]) == 1
+        assert instance.metrics.confident is None, "no threshold: no estimate series at all"
+    finally:
+        instance.finalize()
+
+
+def test_the_atc_counter_counts_texts_at_or_above_the_threshold(backend, tmp_path):
+    module, root = backend
+    repo = _repo_with_calibration(root, tmp_path, None)
+    # The threshold sits at the median served confidence, so about half the texts count, whatever the model.
+    probe = _initialized(module, repo, {"parameters": {"metrics_flush_s": {"string_value": "60"}}})
+    try:
+        confidences = probe.execute([_Request(GOLDEN_TEXTS)])[0].outputs["probabilities"].max(axis=1)
+    finally:
+        probe.finalize()
+    threshold = float(np.median(confidences))
+    calibration = {"method": "temperature", "temperature": 1.0, "fitted_on": "a_eval", "rows": 8,
+                   "nll_before": 1.0, "nll_after": 1.0, "ece_before": 0.1, "ece_after": 0.1,
+                   "atc_threshold": threshold}  # fmt: skip
+    (repo / "repo" / "1" / "calibration.json").write_text(json.dumps(calibration))
+    instance = _initialized(module, repo, {"parameters": {"metrics_flush_s": {"string_value": "60"}}})
+    try:
+        instance.execute([_Request(GOLDEN_TEXTS)])
+        instance.metrics.flush()
+        expected = int(np.count_nonzero(confidences >= threshold))
+        assert 0 < expected < len(GOLDEN_TEXTS)
+        assert instance.metrics.confident.value == expected
+        assert instance.metrics.calibrated_count.value == len(GOLDEN_TEXTS)
     finally:
         instance.finalize()
 
@@ -269,7 +296,8 @@ def test_without_calibration_the_counters_carry_raw_confidence_and_the_log_says_
 @pytest.mark.parametrize(
     "broken",
     ["{not json", '{"method": "isotonic", "temperature": 2}', '{"method": "temperature", "temperature": 0}',
-     '{"method": "temperature"}', "[1, 2]"],
+     '{"method": "temperature"}', "[1, 2]",
+     '{"method": "temperature", "temperature": 1, "atc_threshold": 1.5}'],
 )  # fmt: skip
 def test_broken_calibration_fails_initialize_naming_the_file(backend, tmp_path, broken):
     module, root = backend

@@ -16,7 +16,9 @@ from training.calibration import (
     T_BOUNDS,
     Calibration,
     CalibrationError,
+    atc_estimate,
     calibrated_confidence,
+    fit_atc_threshold,
     fit_temperature,
     read_calibration,
     write_calibration,
@@ -110,11 +112,12 @@ def test_bad_bounds_and_probabilities_are_refused() -> None:
 
 
 def test_json_round_trip_and_bad_files(tmp_path: Path) -> None:
-    fit = Calibration(2.5, "a_eval", 10, 1.2, 0.9, 0.2, 0.05)
+    fit = Calibration(2.5, "a_eval", 10, 1.2, 0.9, 0.2, 0.05, atc_threshold=0.7)
     write_calibration(tmp_path, fit)
     raw = json.loads((tmp_path / FILENAME).read_text())
     assert raw == {"method": "temperature", "temperature": 2.5, "fitted_on": "a_eval", "rows": 10,
-                   "nll_before": 1.2, "nll_after": 0.9, "ece_before": 0.2, "ece_after": 0.05}  # fmt: skip
+                   "nll_before": 1.2, "nll_after": 0.9, "ece_before": 0.2, "ece_after": 0.05,
+                   "atc_threshold": 0.7}  # fmt: skip
     assert read_calibration(tmp_path) == fit
     assert read_calibration(tmp_path / "nowhere") is None
     for broken, message in [
@@ -135,6 +138,7 @@ def test_finetune_with_eval_set_writes_the_calibration_it_fitted(tiny_trained: P
     assert calibration is not None and calibration.rows == 120 and "a_eval" in calibration.fitted_on
     assert T_BOUNDS[0] <= calibration.temperature <= T_BOUNDS[1]
     assert calibration.nll_after <= calibration.nll_before
+    assert calibration.atc_threshold is not None and 0 <= calibration.atc_threshold <= 1
     summary = json.loads((tiny_trained / "training_summary.json").read_text())
     assert summary["calibration"] == calibration.to_dict()
 
@@ -172,3 +176,41 @@ def test_compile_carries_the_calibration_into_the_artifact(tmp_path: Path, tiny_
         compile_model(CompileConfig(model_dir=bare, output_dir=tmp_path / "a3", golden_data=demo_data["golden"],
                                     tensorrt="off"))  # fmt: skip
     assert not (tmp_path / "a3").exists()
+
+
+# --- ATC --------------------------------------------------------------------------------------------
+def test_atc_threshold_makes_the_eval_share_equal_the_eval_accuracy() -> None:
+    rng = np.random.default_rng(3)
+    confidence = rng.uniform(0.3, 1.0, 1000)
+    correct = rng.uniform(size=1000) < confidence  # surer rows are more often right
+    threshold = fit_atc_threshold(confidence, correct)
+    assert atc_estimate(confidence, threshold) == pytest.approx(correct.mean(), abs=1e-9)
+    # a shifted batch whose confidences fall gets a lower estimate
+    assert atc_estimate(confidence * 0.8, threshold) < correct.mean() - 0.1
+
+
+def test_atc_threshold_at_the_extremes() -> None:
+    confidence = np.array([0.5, 0.7, 0.9])
+    assert fit_atc_threshold(confidence, np.ones(3, bool)) == 0.5  # all right: every eval row counts
+    everything_wrong = fit_atc_threshold(confidence, np.zeros(3, bool))
+    assert everything_wrong > 0.9 and atc_estimate(confidence, everything_wrong) == 0.0
+    assert math.isnan(atc_estimate(np.array([]), 0.5))
+
+
+@pytest.mark.parametrize(
+    ("confidence", "correct", "message"),
+    [([], [], "need"), ([0.5, 0.6], [True], "need"), ([1.5], [True], r"\[0, 1\]"), ([np.nan], [True], "finite")],
+)
+def test_atc_rejects_bad_inputs(confidence, correct, message) -> None:
+    with pytest.raises(CalibrationError, match=message):
+        fit_atc_threshold(np.array(confidence, dtype=float), np.array(correct, dtype=bool))
+
+
+def test_a_file_without_atc_threshold_still_reads_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    base = {"method": "temperature", "temperature": 1.0, "fitted_on": "x", "rows": 1,
+            "nll_before": 1, "nll_after": 1, "ece_before": 0, "ece_after": 0}  # fmt: skip
+    (tmp_path / FILENAME).write_text(json.dumps(base))
+    assert read_calibration(tmp_path).atc_threshold is None
+    (tmp_path / FILENAME).write_text(json.dumps({**base, "atc_threshold": 2.0}))
+    with pytest.raises(CalibrationError, match="atc_threshold"):
+        read_calibration(tmp_path)
