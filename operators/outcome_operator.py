@@ -50,6 +50,7 @@ class RunOutcomeOperator(PitcrewOperator):
             get_settings().home_dir / "metrics", self.model, outcome=decided.outcome,
             training_seconds=facts.get("training_seconds"), device=facts.get("training_device"),
             alert_to_deploy_s=facts.get("alert_to_deploy_s"), approval_wait_s=facts.get("approval_wait_s"),
+            trigger=(context.get("params") or {}).get("trigger"), run_id=ti.run_id,
         )  # fmt: skip
         self.log.info("run outcome: %s (%s)", decided.outcome, decided.reason)
         summary = {"outcome": decided.outcome, "reason": decided.reason, "facts": facts}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
     )
     webhook_hmac_secret: SecretStr = Field(
         SecretStr(""), description="HMAC-SHA256 secret for signed webhook bodies; generated if empty."
+    )
+    pager: Literal["none", "pagerduty", "slack", "email"] = Field(
+        "none",
+        description="Who Alertmanager pages (serving health) and tells (drift, quality, the pipeline): the "
+        "receivers of deploy/alertmanager/pager/<pager>.yml; their secret is a 0600 file in <secrets>/pager/ "
+        "(pagerduty_routing_key, slack_webhook_url or email_password). none: nobody, offline.",
     )
     feedback_token: SecretStr = Field(
         SecretStr(""),

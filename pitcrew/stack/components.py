@@ -41,8 +41,8 @@ from pitcrew.stack.base import (
 __all__ = [
     "AIRFLOW_PROCESSES", "Component", "Health", "Process", "StackError", "airflow_admin_password",
     "airflow_component", "airflow_env", "airflow_password", "all_components", "alertmanager_component",
-    "base_env", "mlflow_component", "prometheus_component", "stack_secret", "triton_component", "venv_bin",
-    "webhook_hmac_secret", "webhook_token",
+    "base_env", "mlflow_component", "pager_receivers", "pager_secret_files", "prometheus_component",
+    "stack_secret", "triton_component", "venv_bin", "webhook_hmac_secret", "webhook_token",
 ]  # fmt: skip
 
 
@@ -253,14 +253,67 @@ def prometheus_component(settings: Settings) -> Component:
     )
 
 
+#: Where the pager receivers (deploy/alertmanager/pager/*.yml) read their secret files, as compose mounts them.
+PAGER_SECRETS_MOUNT = "/run/secrets/pager/"
+#: The receivers a pager file defines, replacing the empty ones of deploy/alertmanager/alertmanager.yml.
+PAGER_RECEIVERS = ("pager", "people")
+
+
+def pager_receivers(settings: Settings) -> list[dict]:
+    """The ``pager`` and ``people`` receivers of ``deploy/alertmanager/pager/<settings.pager>.yml``, their
+    secret files (``*_file`` under /run/secrets/pager/) pointed at ``<secrets>/pager/``."""
+    source = settings.deploy_dir / "alertmanager" / "pager" / f"{settings.pager}.yml"
+    receivers = yaml.safe_load(source.read_text())
+    if sorted(r["name"] for r in receivers) != sorted(PAGER_RECEIVERS):
+        raise StackError(f"alertmanager: {source} must define the receivers {', '.join(PAGER_RECEIVERS)} only")
+
+    def local(node: object) -> object:
+        if isinstance(node, dict):
+            return {
+                key: str(settings.secrets_path / "pager" / value.removeprefix(PAGER_SECRETS_MOUNT))
+                if key.endswith("_file") and isinstance(value, str) and value.startswith(PAGER_SECRETS_MOUNT)
+                else local(value)
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [local(item) for item in node]
+        return node
+
+    return [local(receiver) for receiver in receivers]
+
+
+def pager_secret_files(config: dict) -> list[Path]:
+    """The secret files (``*_file`` values) the ``pager`` and ``people`` receivers of ``config`` read."""
+    found: list[Path] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.endswith("_file") and isinstance(value, str):
+                    found.append(Path(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk([r for r in config.get("receivers", []) if r["name"] in PAGER_RECEIVERS])
+    return sorted(set(found))
+
+
 def alertmanager_config(settings: Settings, token: str) -> dict:
-    """deploy/alertmanager/alertmanager.yml with the webhook URL and bearer token of this stack filled in."""
+    """deploy/alertmanager/alertmanager.yml with this stack's webhook URL and bearer token filled in, and the
+    ``pager``/``people`` receivers of ``PITCREW_PAGER`` (:func:`pager_receivers`)."""
     source = settings.deploy_dir / "alertmanager" / "alertmanager.yml"
     config = yaml.safe_load(source.read_text())
     for receiver in config.get("receivers", []):
+        if receiver["name"] != "pitcrew":
+            continue
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"{settings.airflow_url}/pitcrew/alerts"
             hook.setdefault("http_config", {})["authorization"] = {"type": "Bearer", "credentials": token}
+    others = [r for r in config.get("receivers", []) if r["name"] not in PAGER_RECEIVERS]
+    config["receivers"] = others + pager_receivers(settings)
     return config
 
 
@@ -272,7 +325,17 @@ def alertmanager_component(settings: Settings) -> Component:
         home.mkdir(parents=True, exist_ok=True)
         config = home / "alertmanager.yml"
         token = webhook_token(settings)
-        write_private(config, yaml.safe_dump(alertmanager_config(settings, token), sort_keys=False))
+        rendered = alertmanager_config(settings, token)
+        # Alertmanager reads them only when it notifies: a missing one would surface at the first page.
+        problems = [
+            f"{path} is missing (PITCREW_PAGER={settings.pager})" if not path.is_file()
+            else f"{path} is readable by group or others (chmod 600 it)"
+            for path in pager_secret_files(rendered)
+            if not path.is_file() or path.stat().st_mode & 0o077
+        ]  # fmt: skip
+        if problems:
+            raise StackError("alertmanager: pager secret file " + "; ".join(problems))
+        write_private(config, yaml.safe_dump(rendered, sort_keys=False))
         argv = [
             binary,
             f"--config.file={config}",

@@ -173,9 +173,27 @@ def test_mounted_configs_are_valid() -> None:
         text=True,
     )
     assert promtool.returncode == 0, promtool.stdout + promtool.stderr
-    amtool = subprocess.run(
-        ["amtool", "check-config", str(REPO_ROOT / "deploy/alertmanager/alertmanager.compose.yml")],
-        capture_output=True,
-        text=True,
-    )
-    assert amtool.returncode == 0, amtool.stdout + amtool.stderr
+
+
+def test_alertmanager_config_is_completed_by_the_chosen_pager(compose: dict, tmp_path: Path) -> None:
+    # The service appends deploy/alertmanager/pager/$PITCREW_PAGER.yml (default none) at start.
+    alertmanager = compose["services"]["alertmanager"]
+    script = " ".join(alertmanager["entrypoint"])
+    assert "/etc/alertmanager/pager/none.yml" in script  # the .env example's PITCREW_PAGER
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in alertmanager["volumes"]}
+    assert Path(mounts["/etc/alertmanager/pager"]) == REPO_ROOT / "deploy" / "alertmanager" / "pager"
+    assert mounts["/run/secrets/pager"].endswith("/pager")  # the secret files' folder, read-only
+    assert [v for v in alertmanager["volumes"] if ":/run/secrets/pager:" in v][0].endswith(":ro")
+    base = (REPO_ROOT / "deploy/alertmanager/alertmanager.compose.yml").read_text()
+    pagers = sorted((REPO_ROOT / "deploy/alertmanager/pager").glob("*.yml"))
+    assert {p.stem for p in pagers} == {"none", "pagerduty", "slack", "email"}
+    for pager in pagers:
+        config = tmp_path / f"{pager.stem}.yml"
+        config.write_text(base + pager.read_text())
+        amtool = subprocess.run(["amtool", "check-config", str(config)], capture_output=True, text=True)
+        assert amtool.returncode == 0, pager.name + amtool.stdout + amtool.stderr
+
+
+def test_env_example_pager_is_a_pager_file() -> None:
+    (value,) = re.findall(r"^PITCREW_PAGER=(\w+)$", ENV_EXAMPLE.read_text(), re.MULTILINE)
+    assert (REPO_ROOT / "deploy" / "alertmanager" / "pager" / f"{value}.yml").is_file()

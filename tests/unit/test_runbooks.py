@@ -100,3 +100,25 @@ def test_grafana_runbook_anchor_exists(alert: str, url: str) -> None:
     parts = urlsplit(url)
     assert parts.path.endswith("/docs/runbooks.md") and parts.fragment, url
     assert parts.fragment in heading_anchors(RUNBOOKS.read_text()), f"{alert}: no #{parts.fragment}"
+
+
+def _paging_table() -> dict[str, list[str]]:
+    """The rows of "Who is paged for what": alert -> [pager, people, webhook] cells."""
+    text = RUNBOOKS.read_text()
+    section = text.split("## Who is paged for what", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_paging_table_lists_every_alert_as_routed() -> None:
+    from tests.unit.test_alert_routing_tree import LABELS, expected_receivers
+
+    table = _paging_table()
+    alerts = sorted({name for path in PROMETHEUS_RULES for name in _alert_names(path)})
+    assert set(alerts) <= set(table), "every alert needs a row in the paging table"
+    for alert in alerts:
+        pager, people, webhook = table[alert]
+        receivers = expected_receivers(alert, LABELS[alert])
+        assert pager.startswith("yes") == ("pager" in receivers), alert
+        assert people.startswith("yes") == ("people" in receivers), alert
+        assert webhook.startswith("yes") == ("pitcrew" in receivers), alert
