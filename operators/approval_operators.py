@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from operators.base import FACTS_KEY, OUTCOME_KEY, as_bool
+from operators.base import FACTS_KEY, OUTCOME_KEY, OUTCOME_REASON_KEY, as_bool
 from operators.mlflow_hook import MlflowHook
 from operators.registry_operators import as_mapping
 from operators.triton_hook import TritonHook
@@ -25,6 +25,46 @@ if TYPE_CHECKING:
 
 #: XCom key of the time a request was put to people (the approval wait is measured from it).
 REQUESTED_AT_KEY = "requested_at"
+
+
+def artifact_url(tracking_uri: str, run_id: str, path: str) -> str:
+    """An artifact of an MLflow run as the tracking server serves it (``GET /get-artifact``)."""
+    from urllib.parse import urlencode
+
+    return f"{tracking_uri}/get-artifact?{urlencode({'path': path, 'run_uuid': run_id})}"
+
+
+def _answered_by(event: dict[str, Any]) -> str | None:
+    user = event.get("responded_by_user") or {}
+    return user.get("name") or user.get("id") or None
+
+
+def _pending(model: str, context: Context, timeout: dt.timedelta | None) -> None:
+    """Export that this run's approval waits (``PitcrewApprovalPendingLong`` fires past half its timeout)."""
+    from pitcrew import pipeline_metrics
+    from pitcrew.settings import get_settings
+
+    if timeout:
+        pipeline_metrics.approval_waiting(
+            get_settings().home_dir / "metrics", model, context["run_id"], timeout.total_seconds()
+        )
+
+
+def _answered(model: str, context: Context) -> None:
+    from pitcrew import pipeline_metrics
+    from pitcrew.settings import get_settings
+
+    pipeline_metrics.approval_answered(get_settings().home_dir / "metrics", model, context["run_id"])
+
+
+def _notify_timeout(task: Any, context: Context, event: dict[str, Any]) -> None:
+    """Tell the notifiers that nobody answered in time (they were told when the request started waiting)."""
+    if not event.get("timedout"):
+        return
+    for notifier in getattr(task, "notifiers", ()):
+        timed_out = getattr(notifier, "timed_out", None)
+        if timed_out is not None:
+            timed_out(context)
 
 
 def airflow_link(context: Context) -> str:
@@ -79,26 +119,40 @@ class DeploymentApprovalOperator(ApprovalOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> Any:
-        from pitcrew.pipeline.release_steps import approval_body
+        from pitcrew import registry
+        from pitcrew.pipeline.release_steps import approval_body, why_this_run
 
         if as_bool(self.dry_run, "dry_run"):
             context["ti"].xcom_push(key=OUTCOME_KEY, value="dry_run")
             raise AirflowSkipException("dry run: no approval asked, nothing deployed")
         version = int(self.version)
+        mlflow = MlflowHook(self.mlflow_conn_id)
+        client = mlflow.get_conn()
         links = {
-            "MLflow version": f"{MlflowHook(self.mlflow_conn_id).tracking_uri}/#/models/{self.model}/versions/{version}",
-            "run": airflow_link(context),
+            "MLflow version": f"{mlflow.tracking_uri}/#/models/{self.model}/versions/{version}",
+            "Airflow run": airflow_link(context),
         }
+        # Reports are artifacts of the version's MLflow run, served by the tracking server: a link any
+        # approver's browser can open (a path on the worker could not be).
+        run_id = registry.get_version(client, self.model, version).run_id
         drift = as_mapping(self.drift, "drift")
         if drift and drift.get("report_html"):
-            links["drift report"] = f"file://{drift['report_html']}"
+            links["drift report"] = artifact_url(mlflow.tracking_uri, run_id, f"{registry.REPORTS_PATH}/drift.html")
+        replay = as_mapping(self.replay, "replay") or {}
+        if replay.get("rows"):  # the replay ran after register: its details join the version's run now
+            client.log_dict(run_id, replay, f"{registry.REPORTS_PATH}/replay.json")
+            links["replay details"] = artifact_url(mlflow.tracking_uri, run_id, f"{registry.REPORTS_PATH}/replay.json")
+        dag_run = context.get("dag_run")
         self.body = approval_body(
             model=self.model, version=version,
             champion=None if self.parent_version in (None, "", "None") else int(self.parent_version),
-            evaluation=as_mapping(self.evaluation, "evaluation") or {},
-            replay=as_mapping(self.replay, "replay") or {}, drift=drift, links=links,
+            evaluation=as_mapping(self.evaluation, "evaluation") or {}, replay=replay, drift=drift, links=links,
+            why=why_this_run(dict(context.get("params") or {}), run_type=str(getattr(dag_run, "run_type", "") or ""),
+                             triggered_by=getattr(dag_run, "triggering_user_name", None)),
+            history=registry.recent_history(client, self.model, before=version),
         )  # fmt: skip
         context["ti"].xcom_push(key=REQUESTED_AT_KEY, value=dt.datetime.now(dt.UTC).isoformat())
+        _pending(self.model, context, self.response_timeout)
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -115,8 +169,30 @@ class DeploymentApprovalOperator(ApprovalOperator):
                 waited = (answered - dt.datetime.fromisoformat(asked)).total_seconds()
                 ti.xcom_push(key=FACTS_KEY, value={"approval_wait_s": waited})
             if self.APPROVE not in (event.get("chosen_options") or []):
-                ti.xcom_push(key=OUTCOME_KEY, value="rejected_by_human")
+                self._record_rejection(context, event)
+            _notify_timeout(self, context, event)
+        _answered(self.model, context)
         return super().execute_complete(context, event)
+
+    def _record_rejection(self, context: Context, event: dict[str, Any]) -> None:
+        """The run's outcome, and on the MLflow version who rejected it, when and why (a timeout too)."""
+        from pitcrew import registry
+
+        context["ti"].xcom_push(key=OUTCOME_KEY, value="rejected_by_human")
+        who = _answered_by(event)
+        why = (
+            f"rejected by {who}" if who and not event.get("timedout")
+            else f"no answer within {self.response_timeout}: rejected by default"
+        )  # fmt: skip
+        context["ti"].xcom_push(key=OUTCOME_REASON_KEY, value=why)
+        try:
+            client = MlflowHook(self.mlflow_conn_id).get_conn()
+            registry.set_version_tags(client, self.model, int(self.version), {
+                "rejected_by": who or "timeout", "rejected_at": str(event.get("responded_at") or ""),
+                "rejection_reason": why, "airflow_dag_run_id": context["run_id"],
+            })  # fmt: skip
+        except Exception as exc:  # the decision stands and is in the run; a missing tag must not undo it
+            self.log.warning("could not tag %s version %s as rejected: %s", self.model, self.version, exc)
 
 
 class RollbackApprovalOperator(ApprovalOperator):
@@ -171,7 +247,14 @@ class RollbackApprovalOperator(ApprovalOperator):
             ]
         )
         context["ti"].xcom_push(key="previous", value=previous)
+        _pending(self.model, context, self.response_timeout)
         return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        _answered(self.model, context)
+        if "error" not in event:
+            _notify_timeout(self, context, event)
+        return super().execute_complete(context, event)
 
 
 class CanaryDecisionOperator(HITLBranchOperator):

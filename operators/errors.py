@@ -51,6 +51,12 @@ def is_transient(exc: BaseException) -> bool:
     """True when retrying later may succeed: the error is a listed transient type."""
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
+    import urllib3
+    from airflow_client.client.exceptions import ApiException
+
+    # Airflow's REST client (the approval check): a connection failure or a 5xx answer.
+    if isinstance(exc, urllib3.exceptions.HTTPError) or (isinstance(exc, ApiException) and (exc.status or 0) >= 500):
+        return True
     from mlflow.exceptions import MlflowException
 
     return isinstance(exc, MlflowException) and exc.error_code in MLFLOW_TRANSIENT_CODES

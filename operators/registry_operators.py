@@ -37,13 +37,6 @@ def as_mapping(value: Any, name: str) -> dict[str, Any] | None:
     return parsed
 
 
-def responder(context: Context, approval_task_id: str) -> str | None:
-    """Who answered an approval task, from its XCom (Airflow's HITL response payload)."""
-    answer = context["ti"].xcom_pull(task_ids=approval_task_id) or {}
-    user = answer.get("responded_by_user") or {}
-    return user.get("name") or user.get("id")
-
-
 class RegisterModelVersionOperator(PitcrewOperator):
     """Register the compiled challenger in MLflow as a new version with alias ``challenger``.
 
@@ -135,9 +128,11 @@ class PromoteChampionOperator(PitcrewOperator):
 
     :param model: the model in the models file (templated).
     :param version: the version that serves and passed its canary (templated).
-    :param approval_task_id: the approval task whose responder is recorded as the approver.
+    :param approval_task_id: the approval task whose verified responder is recorded as the approver (a
+        promotion with no valid approval on record fails: see :mod:`operators.approval_gate`).
     :param alert: the alert that started the run, if any (templated).
     :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`.
+    :param airflow_api_conn_id: connection of :class:`~operators.airflow_api_hook.AirflowApiHook`.
     """
 
     template_fields: Sequence[str] = (*PitcrewOperator.template_fields, "version", "alert")
@@ -149,18 +144,23 @@ class PromoteChampionOperator(PitcrewOperator):
         approval_task_id: str = "approval",
         alert: Any = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
+        airflow_api_conn_id: str = "pitcrew_airflow_api",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.version, self.approval_task_id, self.alert = version, approval_task_id, alert
-        self.mlflow_conn_id = mlflow_conn_id
+        self.mlflow_conn_id, self.airflow_api_conn_id = mlflow_conn_id, airflow_api_conn_id
 
     @retry_only_transient
     def execute(self, context: Context) -> dict[str, Any]:
+        from operators.approval_gate import verified_approver
         from pitcrew.pipeline.release_steps import promote
 
         alert = as_mapping(self.alert, "alert") or {}  # a bad argument fails before anything moves
-        approver = responder(context, self.approval_task_id)
+        approver = verified_approver(
+            context, self.entry, approval_task_id=self.approval_task_id,
+            airflow_api_conn_id=self.airflow_api_conn_id, acting=f"promote {self.model} version {self.version}",
+        )  # fmt: skip
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         result = promote(client, self.entry, version=int(self.version), approver=approver)
         self.declare_outcome(context, "deployed")

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from operators.airflow_api_hook import AirflowApiHook
+from operators.approval_gate import verified_approver
 from operators.base import PitcrewOperator
 from operators.errors import retry_only_transient
 from operators.mlflow_hook import MlflowHook
-from operators.registry_operators import responder
 from operators.triton_hook import TritonHook
 
 if TYPE_CHECKING:
@@ -44,12 +45,18 @@ class TritonHotSwapOperator(PitcrewOperator):
     Publishes ``artifact`` as that version (atomically; core and front for a pair runtime), checks its
     golden-set answers and latency under a staging name no client calls, then serves it; on any failure
     the old version keeps serving and the new one is removed. Returns the swap's record (versions, load
-    and total seconds, verification).
+    and total seconds, verification, who approved).
+
+    Before touching Triton it reads the answer Airflow recorded for ``approval_task_id``
+    (:mod:`operators.approval_gate`): without an Approve by an allowed user (a task marked successful by
+    hand, a responder not in ``approvers``) it fails with the reason and nothing is published.
 
     :param model: the model in the models file (templated).
     :param version: the version to serve, MLflow's version number (templated).
     :param artifact: the compiled serving folder to publish first, or None if already published (templated).
+    :param approval_task_id: the approval this swap needs; None for a swap no human gates (not in pitcrew's DAGs).
     :param triton_conn_id: connection of :class:`~operators.triton_hook.TritonHook`.
+    :param airflow_api_conn_id: connection of :class:`~operators.airflow_api_hook.AirflowApiHook`.
     """
 
     template_fields: Sequence[str] = (*PitcrewOperator.template_fields, "version", "artifact")
@@ -59,18 +66,27 @@ class TritonHotSwapOperator(PitcrewOperator):
         *,
         version: int | str,
         artifact: str | None = None,
+        approval_task_id: str | None = "approval",
         triton_conn_id: str = TritonHook.default_conn_name,
+        airflow_api_conn_id: str = AirflowApiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", SWAP_POOL)
         super().__init__(**kwargs)
         self.version, self.artifact, self.triton_conn_id = version, artifact, triton_conn_id
+        self.approval_task_id, self.airflow_api_conn_id = approval_task_id, airflow_api_conn_id
 
     @retry_only_transient
     def execute(self, context: Context) -> dict[str, Any]:
+        approver = None
+        if self.approval_task_id is not None:
+            approver = verified_approver(
+                context, self.entry, approval_task_id=self.approval_task_id,
+                airflow_api_conn_id=self.airflow_api_conn_id, acting=f"swap {self.model} to version {self.version}",
+            )  # fmt: skip
         hook = TritonHook(self.triton_conn_id)
         artifact = Path(self.artifact) if self.artifact else None
-        return _json_safe(hook.deploy(self.model, int(self.version), artifact))
+        return {**_json_safe(hook.deploy(self.model, int(self.version), artifact)), "approver": approver}
 
 
 class TritonRollbackOperator(PitcrewOperator):
@@ -127,13 +143,15 @@ class RestorePreviousChampionOperator(PitcrewOperator):
     """Roll back by hand: serve the ``previous`` champion again and swap the MLflow aliases back.
 
     Triton first (the hot-swap protocol: no failed request), then MLflow: ``champion`` →
-    the restored version, ``previous`` → the demoted one, and who approved it.
+    the restored version, ``previous`` → the demoted one, and who approved it. Like the hot swap, it
+    first checks the answer Airflow recorded for the approval and does nothing without a valid one.
 
     :param model: the model in the models file (templated).
     :param version: the version to restore, as shown to the approver (templated).
-    :param approval_task_id: the approval task whose responder is recorded.
+    :param approval_task_id: the approval task whose verified responder is recorded.
     :param triton_conn_id: connection of :class:`~operators.triton_hook.TritonHook`.
     :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`.
+    :param airflow_api_conn_id: connection of :class:`~operators.airflow_api_hook.AirflowApiHook`.
     """
 
     template_fields: Sequence[str] = (*PitcrewOperator.template_fields, "version")
@@ -145,17 +163,23 @@ class RestorePreviousChampionOperator(PitcrewOperator):
         approval_task_id: str = "approval",
         triton_conn_id: str = TritonHook.default_conn_name,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
+        airflow_api_conn_id: str = AirflowApiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", SWAP_POOL)
         super().__init__(**kwargs)
         self.version, self.approval_task_id = version, approval_task_id
         self.triton_conn_id, self.mlflow_conn_id = triton_conn_id, mlflow_conn_id
+        self.airflow_api_conn_id = airflow_api_conn_id
 
     @retry_only_transient
     def execute(self, context: Context) -> dict[str, Any]:
         from pitcrew import registry
 
+        approver = verified_approver(
+            context, self.entry, approval_task_id=self.approval_task_id,
+            airflow_api_conn_id=self.airflow_api_conn_id, acting=f"restore {self.model} version {self.version}",
+        )  # fmt: skip
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         previous = registry.alias_version(client, self.model, registry.PREVIOUS)
         if previous != int(self.version):
@@ -163,7 +187,6 @@ class RestorePreviousChampionOperator(PitcrewOperator):
                 f"{self.model}: MLflow 'previous' is now {previous}, not the approved version {self.version}; "
                 "nothing changed (start a new rollback run to see the current state)"
             )
-        approver = responder(context, self.approval_task_id)
         swapped = TritonHook(self.triton_conn_id).rollback(self.model, previous)
         aliases = registry.restore_previous(client, self.model, approver=approver)
         _record_rollback(self.model)

@@ -102,6 +102,29 @@ class AirflowApi:
         entry = self.xcom.get_xcom_entry(dag_id, task_id, run_id, key, deserialize=True)
         return entry.actual_instance.value  # the generated client wraps the two response shapes in anyOf
 
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
+        """The human-in-the-loop request and its answer as Airflow recorded them; None if the task has none."""
+        try:
+            detail = self.tasks.get_hitl_detail(dag_id, run_id, task_id, map_index)
+        except af.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return detail.to_dict()
+
+    def waiting_approvals(self, dag_id_prefix: str = "pitcrew_", page_size: int = 100) -> list[dict[str, Any]]:
+        """Human-in-the-loop requests still waiting (no answer, task ``awaiting_input``) in the DAGs whose id
+        starts with ``dag_id_prefix``, oldest first, as the REST API's JSON (``GET /dags/~/dagRuns/~/hitlDetails``)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.tasks.get_hitl_details(
+                "~", "~", limit=page_size, offset=len(found), order_by=["created_at"],
+                dag_id_prefix_pattern=dag_id_prefix, response_received=False, state=["awaiting_input"],
+            ).hitl_details  # fmt: skip
+            found.extend(detail.model_dump(mode="json") for detail in page)
+            if len(page) < page_size:
+                return found
+
     def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 2.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -167,6 +167,28 @@ def get_version(client: MlflowClient, model: str, version: int) -> RegisteredVer
     return RegisteredVersion(model, int(mv.version), mv.run_id, dict(mv.tags))
 
 
+def recent_history(client: MlflowClient, model: str, *, before: int, limit: int = 3) -> list[str]:
+    """One line per recent version below ``before`` that did not simply serve: rejected, rolled back,
+    restored or promoted, with who and why, newest first (what an approver should know)."""
+    versions = sorted(
+        (int(mv.version), dict(mv.tags)) for mv in client.search_model_versions(f"name='{model}'")
+    )
+    lines = []
+    for version, tags in reversed([v for v in versions if v[0] < before]):
+        if tags.get("rejected_by"):
+            lines.append(f"v{version} rejected ({tags.get('rejection_reason') or tags['rejected_by']}, "
+                         f"{tags.get('rejected_at') or 'time unknown'})")  # fmt: skip
+        elif tags.get("rolled_back"):
+            lines.append(f"v{version} rolled back after its swap: {tags['rolled_back']}")
+        elif tags.get("rolled_back_by"):
+            lines.append(f"v{version} rolled back by {tags['rolled_back_by']} at {tags.get('rolled_back_at', '')}")
+        elif tags.get("promoted_at"):
+            lines.append(f"v{version} promoted at {tags['promoted_at']}, approved by {tags.get('approver') or 'n/a'}")
+        if len(lines) >= limit:
+            break
+    return lines
+
+
 def set_version_tags(client: MlflowClient, model: str, version: int, tags: dict[str, Any]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(model, str(version), key, _tag_value(value))

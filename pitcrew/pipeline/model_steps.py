@@ -93,25 +93,17 @@ def compile_artifact(entry: ModelEntry, ws: Workspace, *, checkpoint: Path) -> d
     return {"artifact": str(folder), "report": report}
 
 
-def replay(ws: Workspace, *, artifact: Path, max_rows: int = 5000) -> dict:
-    """Run the challenger over the window's logged traffic and compare with what the champion answered.
-
-    This is what would change for real users: agreement, label flips per class, confidence shift, and
-    accuracy of both on the requests that got feedback.
-    """
+def _answers(artifact: Path, texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """(labels, probabilities) of a compiled artifact's ONNX model on ``texts``, in batches of 64."""
     from transformers import AutoTokenizer
 
     from training.onnx_export import OrtRunner
 
-    window = pd.read_parquet(ws.window).tail(max_rows).reset_index(drop=True)
-    if window.empty:
-        return {"rows": 0, "note": "no logged traffic in the window to replay"}
     labels = json.loads((artifact / "labels.json").read_text())
     serving = json.loads((artifact / "serving.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(artifact)
     runner = OrtRunner(artifact / "model.onnx")
     probabilities = []
-    texts = window["text"].astype(str).tolist()
     for start in range(0, len(texts), 64):
         batch = tokenizer(texts[start : start + 64], truncation=True, max_length=serving.get("max_length", 128),
                           padding=True, return_tensors="np")  # fmt: skip
@@ -119,15 +111,37 @@ def replay(ws: Workspace, *, artifact: Path, max_rows: int = 5000) -> dict:
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities.append(exp / exp.sum(axis=1, keepdims=True))
     probs = np.concatenate(probabilities)
-    challenger_labels = [labels[i] for i in probs.argmax(axis=1)]
-    champion_labels = window["label"].astype(str).tolist()
-    flips = Counter(f"{a}->{b}" for a, b in zip(champion_labels, challenger_labels, strict=True) if a != b)
-    agreement = float(np.mean([a == b for a, b in zip(champion_labels, challenger_labels, strict=True)]))
+    return [labels[i] for i in probs.argmax(axis=1)], probs
+
+
+def replay(ws: Workspace, *, artifact: Path, max_rows: int = 5000) -> dict:
+    """Run the challenger and the current champion over the window's logged inputs and compare them.
+
+    This is what would change for real users: agreement, label flips per class, confidence shift, and
+    accuracy of both on the requests that got feedback. Both models answer the same inputs now; the
+    answers logged at request time came from whichever version served then (often an older one), so
+    they are used only when the champion's artifact is not in the workspace (``compared_with`` says which).
+    """
+    window = pd.read_parquet(ws.window).tail(max_rows).reset_index(drop=True)
+    if window.empty:
+        return {"rows": 0, "note": "no logged traffic in the window to replay"}
+    texts = window["text"].astype(str).tolist()
+    challenger_labels, probs = _answers(artifact, texts)
+    if (ws.champion_serving / "model.onnx").exists():
+        champion_labels, champion_probs = _answers(ws.champion_serving, texts)
+        compared_with, champion_confidence = "the current champion, on the same inputs", champion_probs.max(axis=1)
+    else:
+        champion_labels = window["label"].astype(str).tolist()
+        compared_with = "the answers logged at request time (no champion artifact in the workspace)"
+        champion_confidence = window["confidence"].to_numpy(dtype=float)
+    pairs = list(zip(champion_labels, challenger_labels, strict=True))
+    flips = Counter(f"{a}->{b}" for a, b in pairs if a != b)
     result: dict = {
         "rows": len(window),
-        "agreement": agreement,
+        "compared_with": compared_with,
+        "agreement": float(np.mean([a == b for a, b in pairs])),
         "label_flips": dict(flips.most_common()),
-        "champion_mean_confidence": float(window["confidence"].mean()),
+        "champion_mean_confidence": float(np.mean(champion_confidence)),
         "challenger_mean_confidence": float(probs.max(axis=1).mean()),
     }
     result["confidence_shift"] = result["challenger_mean_confidence"] - result["champion_mean_confidence"]

@@ -79,8 +79,14 @@ def approval_body(
     replay: dict,
     drift: dict | None,
     links: dict,
+    why: str = "",
+    history: list[str] | None = None,
 ) -> str:
-    """The Markdown an approver reads: what changes for users if they say yes."""
+    """The Markdown an approver reads: why the run exists, what changes for users if they say yes.
+
+    Each figure is its own list item: Markdown joins adjacent lines into one paragraph, so a line break
+    alone would run them together.
+    """
     ch, ca = evaluation.get("challenger", {}), evaluation.get("champion") or {}
 
     def acc(scores: dict, split: str) -> str:
@@ -90,6 +96,12 @@ def approval_body(
     lines = [
         f"### Deploy `{model}` version {version} (replacing {champion if champion is not None else 'nothing'})",
         "",
+    ]
+    if why:
+        lines += [f"**Why this run:** {why}", ""]
+    if history:
+        lines += ["**Recent history:**", "", *[f"- {item}" for item in history], ""]
+    lines += [
         "| metric | champion | challenger |",
         "| --- | --- | --- |",
         f"| accuracy, new traffic hold-out | {acc(ca, 'eval')} | {acc(ch, 'eval')} |",
@@ -98,24 +110,52 @@ def approval_body(
         "",
         f"**Gate:** {evaluation.get('decision')} — {'; '.join(evaluation.get('reasons', []))}",
         "",
-        f"**Replay of {replay.get('rows', 0)} logged requests:** agreement with the champion "
-        f"{_fmt(replay.get('agreement'))}, mean confidence shift {_fmt(replay.get('confidence_shift'), signed=True)}",
     ]
-    flips = replay.get("label_flips") or {}
-    if flips:
-        lines.append(
-            "label flips (champion -> challenger): "
-            + ", ".join(f"{k}: {v}" for k, v in list(flips.items())[:8])
-        )
+    if replay.get("rows"):
+        lines += [
+            f"**Replay of {replay['rows']} logged requests** (compared with "
+            f"{replay.get('compared_with', 'the champion')}):",
+            "",
+            f"- agreement: {_fmt(replay.get('agreement'))}",
+            f"- mean top-class confidence: {_fmt(replay.get('champion_mean_confidence'))} → "
+            f"{_fmt(replay.get('challenger_mean_confidence'))} ({_fmt(replay.get('confidence_shift'), signed=True)})",
+        ]
+        flips = replay.get("label_flips") or {}
+        if flips:
+            lines.append("- label flips, champion → challenger: "
+                         + ", ".join(f"{k.replace('->', ' → ')} {v}" for k, v in list(flips.items())[:8]))  # fmt: skip
+        if replay.get("labelled_rows"):
+            lines.append(f"- accuracy on the {replay['labelled_rows']} requests with a feedback label: "
+                         f"{_fmt(replay.get('champion_accuracy'))} → {_fmt(replay.get('challenger_accuracy'))}")  # fmt: skip
+        lines.append("")
+    else:
+        lines += [f"**Replay:** {replay.get('note', 'no logged traffic to replay')}", ""]
     if drift:
+        lines.append(f"**Drift:** {drift.get('decision')} — {drift.get('reason')}")
         drifted = [c["column"] for c in drift.get("columns", []) if c.get("drifted")]
-        lines += ["", f"**Drift:** {drift.get('decision')} — {drift.get('reason')}"]
-        if drifted:
-            lines.append(f"drifted columns: {', '.join(drifted)}")
-    lines += ["", "**Reports:** " + " · ".join(f"[{name}]({url})" for name, url in links.items())]
-    lines += ["", "Approve to hot-swap into Triton (canary watch follows, automatic rollback on failure). "
-              "No answer before the timeout counts as Reject."]  # fmt: skip
+        unnamed = [c for c in drifted if c not in str(drift.get("reason", ""))]
+        if unnamed:  # the reason often names them already
+            lines += ["", f"drifted columns: {', '.join(unnamed)}"]
+        lines.append("")
+    lines += ["**Links:** " + " · ".join(f"[{name}]({url})" for name, url in links.items()), ""]
+    lines.append("Approve to hot-swap into Triton (canary watch follows, automatic rollback on failure). "
+                 "No answer before the timeout counts as Reject.")  # fmt: skip
     return "\n".join(lines)
+
+
+def why_this_run(params: dict, *, run_type: str | None, triggered_by: str | None) -> str:
+    """What started the run, from its params (the conf the webhook, the schedule or a person gave)."""
+    trigger = params.get("trigger") or run_type or "unknown"
+    alert = params.get("alert") or {}
+    if isinstance(alert, dict) and alert.get("name"):
+        started = f", firing since {alert['starts_at']}" if alert.get("starts_at") else ""
+        what = f"alert `{alert['name']}` ({alert.get('source') or trigger}{started})"
+    elif trigger == "schedule":
+        what = "the nightly retrain schedule"
+    else:
+        what = f"started by hand by {triggered_by}" if triggered_by else f"trigger `{trigger}`"
+    flags = [name for name in ("force_retrain", "skip_drift") if params.get(name) in (True, "true", "True")]
+    return what + (f"; with {', '.join(flags)}" if flags else "")
 
 
 def _fmt(value: Any, signed: bool = False) -> str:

@@ -29,8 +29,11 @@ from pitcrew.stack.base import (
 from pitcrew.stack.topology import AIRFLOW_PROCESSES
 
 #: Users of the simple auth manager: ``admin`` (Admin), ``approver`` (Op: answers approvals assigned to
-#: it), ``viewer`` (Viewer). `pitcrew airflow-init` writes their passwords.
-SIMPLE_AUTH_MANAGER_USERS = "admin:admin,approver:op,viewer:viewer"
+#: it), ``operator`` (Op, in no model's approvers: what an Op who may not approve sees), ``viewer`` (Viewer),
+#: and ``pitcrew`` (Viewer), the read-only service user tasks call the REST API as (the
+#: ``pitcrew_airflow_api`` connection: the swap reads who answered its approval). `pitcrew airflow-init`
+#: writes their passwords.
+SIMPLE_AUTH_MANAGER_USERS = "admin:admin,approver:op,operator:op,viewer:viewer,pitcrew:viewer"
 
 
 #: The triggerer's log server would listen on every interface (Airflow has no option to bind it); its
@@ -120,8 +123,7 @@ def _fernet_key(settings: Settings) -> str:
 def airflow_password(settings: Settings, user: str = "admin") -> str:
     """A user's password as the simple auth manager generated it (written as JSON on first start).
 
-    Users of the local stack: ``admin`` (Admin), ``approver`` (Op: may answer approvals assigned to it),
-    ``viewer`` (Viewer).
+    Users of the local stack: :data:`SIMPLE_AUTH_MANAGER_USERS`.
     """
     path = passwords_file(settings)
     try:

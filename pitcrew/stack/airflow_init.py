@@ -8,10 +8,11 @@ run it again after an upgrade and it migrates, then leaves what exists alone.
    on another machine or container can only read what is shared).
 2. ``airflow db migrate``.
 3. Pools (:data:`pitcrew.stack.topology.POOLS`).
-4. The ``pitcrew_webhook`` connection, whose password is the webhook token read from the secrets folder,
-   so the token never travels in an environment variable or a command line; and a check that the
-   Hooks' other connections resolve.
-5. Passwords of the simple auth manager's users, in a 0600 file.
+4. Passwords of the simple auth manager's users, in a 0600 file.
+5. The ``pitcrew_webhook`` connection, whose password is the webhook token read from the secrets folder,
+   so the token never travels in an environment variable or a command line; the ``pitcrew_airflow_api``
+   connection (the REST API as the read-only service user ``pitcrew``, when the simple auth manager's
+   passwords file has it); and a check that the Hooks' other connections resolve.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from pitcrew.stack.base import StackError, webhook_hmac_secret, webhook_token, w
 from pitcrew.stack.topology import CONNECTION_IDS, POOLS
 
 WEBHOOK_CONN_ID = "pitcrew_webhook"
+API_CONN_ID = "pitcrew_airflow_api"
+#: The read-only user tasks call the REST API as (a Viewer: it reads who answered an approval).
+SERVICE_USER = "pitcrew"
 MODEL_PATH_FIELDS = ("train_data", "golden_data", "inference_log", "feedback")
 
 
@@ -73,30 +77,50 @@ def ensure_pools() -> None:
         Pool.create_or_update_pool(name, slots, description, include_deferred=False)
 
 
+def _upsert_connection(wanted) -> None:
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        existing = session.query(Connection).filter(Connection.conn_id == wanted.conn_id).one_or_none()
+        if existing is None:
+            session.add(wanted)
+            return
+        for attr in ("conn_type", "host", "port", "schema", "login", "password", "extra"):
+            setattr(existing, attr, getattr(wanted, attr))
+
+
 def ensure_webhook_connection(settings: Settings) -> None:
     """The alert webhook the watch DAG posts to; its bearer token is the password (docs/design.md)."""
     from urllib.parse import urlsplit
 
     from airflow.models.connection import Connection
-    from airflow.utils.session import create_session
 
     url = urlsplit(settings.airflow_task_url)
-    wanted = Connection(
-        conn_id=WEBHOOK_CONN_ID,
-        conn_type="http",
-        host=url.hostname,
-        port=url.port,
-        schema=url.scheme,
-        password=webhook_token(settings),
-        extra=json.dumps({"hmac_secret": webhook_hmac_secret(settings)}),
-    )
-    with create_session() as session:
-        existing = session.query(Connection).filter(Connection.conn_id == WEBHOOK_CONN_ID).one_or_none()
-        if existing is None:
-            session.add(wanted)
-            return
-        for attr in ("conn_type", "host", "port", "schema", "password", "extra"):
-            setattr(existing, attr, getattr(wanted, attr))
+    _upsert_connection(Connection(
+        conn_id=WEBHOOK_CONN_ID, conn_type="http", host=url.hostname, port=url.port, schema=url.scheme,
+        password=webhook_token(settings), extra=json.dumps({"hmac_secret": webhook_hmac_secret(settings)}),
+    ))  # fmt: skip
+
+
+def ensure_api_connection(settings: Settings, passwords: Path | None) -> bool:
+    """The REST API as tasks reach it, as :data:`SERVICE_USER`, when the simple auth manager's passwords
+    file has that user; otherwise (another auth manager) the deployment defines the connection itself."""
+    from urllib.parse import urlsplit
+
+    from airflow.models.connection import Connection
+
+    if passwords is None or not passwords.exists():
+        return False
+    password = json.loads(passwords.read_text()).get(SERVICE_USER)
+    if not password:
+        return False
+    url = urlsplit(settings.airflow_task_url)
+    _upsert_connection(Connection(
+        conn_id=API_CONN_ID, conn_type="http", host=url.hostname, port=url.port, schema=url.scheme,
+        login=SERVICE_USER, password=password,
+    ))  # fmt: skip
+    return True
 
 
 def missing_connections() -> list[str]:
@@ -144,14 +168,16 @@ def airflow_init(settings: Settings) -> list[str]:
     done.append("database migrated")
     ensure_pools()
     done.append("pools: " + ", ".join(f"{n}={s}" for n, (s, _) in POOLS.items()))
+    users_file = conf.get("core", "simple_auth_manager_passwords_file", fallback="")
+    users = conf.get("core", "simple_auth_manager_users", fallback="")
+    passwords = Path(users_file) if users_file and users else None
+    if passwords is not None:
+        added = ensure_passwords(passwords, users)
+        done.append(f"users: passwords generated for {', '.join(added) or 'nobody new'} in {users_file}")
     ensure_webhook_connection(settings)
+    ensure_api_connection(settings, passwords)
     missing = missing_connections()
     if missing:
         raise StackError(f"connections not defined: {', '.join(missing)} (set AIRFLOW_CONN_<ID> for each)")
     done.append("connections: " + ", ".join(CONNECTION_IDS))
-    users_file = conf.get("core", "simple_auth_manager_passwords_file", fallback="")
-    users = conf.get("core", "simple_auth_manager_users", fallback="")
-    if users_file and users:
-        added = ensure_passwords(Path(users_file), users)
-        done.append(f"users: passwords generated for {', '.join(added) or 'nobody new'} in {users_file}")
     return done

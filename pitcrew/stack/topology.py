@@ -89,7 +89,9 @@ PUBLISHED_SERVICES = ("airflow-api-server", "grafana")
 POOLS = {"pitcrew_triton_swaps": (1, "One Triton swap at a time across every DAG (docs/design.md, Hot-swap)")}
 
 #: Connections every task finds: the Hooks' defaults plus the alert webhook the watch DAG posts to.
-CONNECTION_IDS = ("mlflow_default", "triton_default", "prometheus_default", "pitcrew_webhook")
+CONNECTION_IDS = (
+    "mlflow_default", "triton_default", "prometheus_default", "pitcrew_webhook", "pitcrew_airflow_api",
+)  # fmt: skip
 
 #: Environment every Airflow process and worker of the distributed deployment sets (compose may set a
 #: sensitive one as ``<NAME>_CMD`` reading a secret file instead: the name is the same setting).

@@ -83,3 +83,27 @@ def use_models(monkeypatch: Any, tmp_path: Any, *entries: Any) -> Any:
     monkeypatch.setenv("PITCREW_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
     return get_settings()
+
+
+#: Airflow's record of an approval answered Approve by ``ann`` (what its REST API returns).
+APPROVED = {
+    "response_received": True,
+    "chosen_options": ["Approve"],
+    "responded_by_user": {"id": "ann", "name": "ann"},
+    "responded_at": "2026-12-01T01:00:00+00:00",
+}
+
+
+def record_hitl(monkeypatch: Any, **details: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    """Answer :meth:`AirflowApiHook.hitl_detail` with ``details`` by task id (None: no request recorded);
+    returns the calls made (conn id, dag id, run id, task id). The REST API itself is exercised end to end."""
+    from operators.airflow_api_hook import AirflowApiHook
+
+    calls: list[tuple[str, ...]] = []
+
+    def hitl_detail(hook: AirflowApiHook, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
+        calls.append((hook.airflow_api_conn_id, dag_id, run_id, task_id))
+        return details.get(task_id)
+
+    monkeypatch.setattr(AirflowApiHook, "hitl_detail", hitl_detail)
+    return calls

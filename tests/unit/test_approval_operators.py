@@ -152,9 +152,15 @@ class TestDeploymentApprovalOperator:
         assert context["ti"].pushed(OUTCOME_KEY) == "dry_run"
         assert context["ti"].pushed(REQUESTED_AT_KEY) is None
 
-    def test_asks_the_approvers_with_the_evidence(self, upserts: list, mlflow_uri: str) -> None:
+    def test_asks_the_approvers_with_the_evidence(
+        self, upserts: list, mlflow: MlflowClient, mlflow_uri: str, tmp_path: Path
+    ) -> None:
+        v1, v2 = TestRollbackApprovalOperator._versions(mlflow, tmp_path, 2)
+        registry.set_version_tags(mlflow, MODEL, v1, {"rejected_by": "bob", "rejection_reason": "rejected by bob",
+                                                      "rejected_at": "2026-11-30T10:00:00Z"})  # fmt: skip
         task = self._task(dry_run="False")
-        context = context_for(task)
+        context = context_for(task, params={"trigger": "alert", "alert": {"name": "ModelLowConfidence",
+                                                                           "source": "alertmanager"}})  # fmt: skip
         before = dt.datetime.now(dt.UTC)
         with pytest.raises(TaskAwaitingInput) as parked:
             task.execute(context)
@@ -168,22 +174,32 @@ class TestDeploymentApprovalOperator:
         assert request["subject"] == f"Deploy a new version of {MODEL}?"
         body = request["body"]
         assert f"Deploy `{MODEL}` version 2 (replacing 1)" in body
+        assert "**Why this run:** alert `ModelLowConfidence` (alertmanager)" in body
+        assert "- v1 rejected (rejected by bob, 2026-11-30T10:00:00Z)" in body
         assert "| accuracy, new traffic hold-out | 0.790 | 0.910 |" in body
         assert "| macro-F1, new traffic | 0.750 | 0.900 |" in body
         assert "**Gate:** promote" in body
-        assert "Replay of 300 logged requests:** agreement with the champion 0.820" in body
-        assert "billing->account: 31" in body
+        assert "**Replay of 300 logged requests** (compared with the champion):" in body
+        assert "- agreement: 0.820\n" in body and "billing → account 31" in body
         assert "**Drift:** drift — 1 of 3 columns drifted" in body
         assert "drifted columns: text.length\n" in body
-        assert f"[run]({BASE_URL}/dags/test_dag/runs/{RUN_ID})" in body
+        assert f"[Airflow run]({BASE_URL}/dags/test_dag/runs/{RUN_ID})" in body
         assert f"[MLflow version]({mlflow_uri}/#/models/{MODEL}/versions/2)" in body
-        assert "[drift report](file:///srv/pitcrew/reports/drift.html)" in body
+        # Reports are the version run's artifacts on the tracking server, never a path on the worker.
+        run_id = registry.get_version(mlflow, MODEL, v2).run_id
+        assert f"[drift report]({mlflow_uri}/get-artifact?path=reports%2Fdrift.html&run_uuid={run_id})" in body
+        assert f"[replay details]({mlflow_uri}/get-artifact?path=reports%2Freplay.json&run_uuid={run_id})" in body
+        assert "file://" not in body
+        assert mlflow.download_artifacts(run_id, "reports/replay.json", str(tmp_path)).endswith("replay.json")
 
         asked = dt.datetime.fromisoformat(context["ti"].pushed(REQUESTED_AT_KEY))
         assert before <= asked <= dt.datetime.now(dt.UTC)
         assert context["ti"].pushed(OUTCOME_KEY) is None
 
-    def test_rendered_text_inputs_and_no_drift_check(self, upserts: list, mlflow_uri: str) -> None:
+    def test_rendered_text_inputs_and_no_drift_check(
+        self, upserts: list, mlflow: MlflowClient, tmp_path: Path
+    ) -> None:
+        TestRollbackApprovalOperator._versions(mlflow, tmp_path, 2)
         task = self._task(evaluation=str(EVALUATION), replay=str(REPLAY), drift="None", parent_version="None")
         with pytest.raises(TaskAwaitingInput):
             task.execute(context_for(task))
@@ -191,6 +207,36 @@ class TestDeploymentApprovalOperator:
         assert "version 2 (replacing nothing)" in body
         assert "| accuracy, golden set | 0.950 | 0.950 |" in body
         assert "**Drift:**" not in body and "drift report" not in body
+
+    def test_a_rejection_is_tagged_on_the_version_and_a_timeout_is_notified(
+        self, mlflow: MlflowClient, tmp_path: Path
+    ) -> None:
+        TestRollbackApprovalOperator._versions(mlflow, tmp_path, 2)
+        told: list[str] = []
+
+        class Recorder:
+            def __call__(self, context: Any) -> None:
+                told.append("waiting")
+
+            def timed_out(self, context: Any) -> None:
+                told.append("timed out")
+
+        task = self._task(notifiers=[Recorder()])
+        at = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+        with pytest.raises(DownstreamTasksSkipped):
+            task.execute_complete(context_for(task), _event("Reject", at=at))
+        tags = registry.get_version(mlflow, MODEL, 2).tags
+        assert (tags["rejected_by"], tags["rejection_reason"]) == ("ann", "rejected by ann")
+        assert tags["rejected_at"] == str(at) and tags["airflow_dag_run_id"] == RUN_ID
+        assert told == [], "an answer by a person is not a timeout"
+
+        context = context_for(task)
+        with pytest.raises(DownstreamTasksSkipped):
+            task.execute_complete(context, _event("Reject", at=at + TIMEOUT, by=None, timedout=True))
+        tags = registry.get_version(mlflow, MODEL, 2).tags
+        assert tags["rejected_by"] == "timeout" and "no answer within 1 day" in tags["rejection_reason"]
+        assert context["ti"].pushed("pitcrew_outcome_reason") == tags["rejection_reason"]
+        assert told == ["timed out"]
 
     def test_approve_returns_the_answer_and_reports_the_wait(self) -> None:
         task = self._task()

@@ -129,8 +129,10 @@ def test_task_limits_and_celery_pool_are_the_profiles(services: dict) -> None:
 
 def test_connections_are_defined(services: dict) -> None:
     env = services["airflow-worker"]["environment"]
-    # pitcrew_webhook is created by `pitcrew airflow-init` from the secret files, the rest come from here.
-    for conn_id in set(topology.CONNECTION_IDS) - {"pitcrew_webhook"}:
+    # pitcrew_webhook (from the secret files) and pitcrew_airflow_api (as the simple auth manager's service user
+    # `pitcrew`, whose generated password it reads) are created by `pitcrew airflow-init`; the rest come from here.
+    assert "pitcrew:viewer" in services["airflow-worker"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    for conn_id in set(topology.CONNECTION_IDS) - {"pitcrew_webhook", "pitcrew_airflow_api"}:
         assert f"AIRFLOW_CONN_{conn_id.upper()}" in env, conn_id
     triton = json.loads(env["AIRFLOW_CONN_TRITON_DEFAULT"])
     assert triton["port"] == 8000 and triton["extra"]["repository"] == "/models"

@@ -269,6 +269,7 @@ class TestReplayTrafficOperator:
         result = task.execute(context_for(task))
 
         assert result["rows"] == 40 and result["labelled_rows"] == 20
+        assert result["compared_with"].startswith("the answers logged at request time")
         assert result["champion_mean_confidence"] == pytest.approx(0.4)
         flips = result["label_flips"]
         assert all(flip.startswith("billing->") for flip in flips)
@@ -277,6 +278,22 @@ class TestReplayTrafficOperator:
         assert result["challenger_accuracy"] > result["champion_accuracy"]
         assert result["confidence_shift"] == pytest.approx(result["challenger_mean_confidence"] - 0.4)
         assert json.loads((ws.reports / "replay.json").read_text()) == result
+
+    def test_with_the_champions_artifact_both_answer_the_same_inputs(
+        self, entry: ModelEntry, ws: Workspace, artifact: Path
+    ) -> None:
+        import shutil
+
+        _serve(entry, generate(30, domain="A", seed=9))  # logged answers: "billing" for everything
+        data_steps.load_window(entry, ws, hours=1)
+        shutil.copytree(artifact, ws.champion_serving)  # the champion is this very model
+        task = in_dag(lambda: ReplayTrafficOperator(task_id="replay", model="textclf", workspace=str(ws.root),
+                                                    artifact=str(artifact)), "approve")  # fmt: skip
+        result = task.execute(context_for(task))
+        # Compared with the champion now, not with what was logged: identical models agree on every row.
+        assert result["compared_with"].startswith("the current champion")
+        assert result["agreement"] == 1.0 and result["label_flips"] == {}
+        assert result["confidence_shift"] == pytest.approx(0.0, abs=1e-6)
 
     def test_an_empty_window_has_nothing_to_replay(
         self, entry: ModelEntry, ws: Workspace, tmp_path: Path

@@ -129,15 +129,36 @@ class TestReleaseSteps:
             evaluation={"decision": "promote", "reasons": ["accuracy gain +0.30"],
                         "challenger": {"eval": {"accuracy": 0.9, "macro_f1": 0.88}, "golden": {"accuracy": 0.95}},
                         "champion": {"eval": {"accuracy": 0.6, "macro_f1": 0.5}, "golden": {"accuracy": 0.9}}},
-            replay={"rows": 120, "agreement": 0.7, "confidence_shift": 0.2, "label_flips": {"billing->account": 30}},
-            drift={"decision": "drift", "reason": "2 of 4 columns", "columns": [{"column": "text.length", "drifted": True}]},
-            links={"MLflow": "http://mlflow/x"},
+            replay={"rows": 120, "agreement": 0.7, "confidence_shift": 0.2, "champion_mean_confidence": 0.5,
+                    "challenger_mean_confidence": 0.7, "label_flips": {"billing->account": 30},
+                    "compared_with": "the current champion, on the same inputs"},
+            drift={"decision": "drift", "reason": "2 of 4 columns drifted: text.length, label",
+                   "columns": [{"column": "text.length", "drifted": True}, {"column": "text.unknown", "drifted": True}]},
+            links={"MLflow": "http://mlflow/x"}, why="alert `ModelLowConfidence` (alertmanager)",
+            history=["v1 rejected (rejected by ann, 2026-12-01)"],
         )  # fmt: skip
         assert "| accuracy, new traffic hold-out | 0.600 | 0.900 |" in body
-        assert (
-            "billing->account: 30" in body and "text.length" in body and "[MLflow](http://mlflow/x)" in body
-        )
-        assert "Reject" in body
+        assert "compared with the current champion, on the same inputs" in body
+        # Each replay figure is its own list item, so the rendered text never runs them together.
+        assert "\n- mean top-class confidence: 0.500 → 0.700 (+0.200)\n" in body
+        assert "\n- label flips, champion → challenger: billing → account 30\n" in body
+        assert body.count("text.length") == 1, "a column the reason names is not listed again"
+        assert "drifted columns: text.unknown" in body
+        assert "**Why this run:** alert `ModelLowConfidence`" in body and "- v1 rejected (rejected by ann" in body
+        assert "[MLflow](http://mlflow/x)" in body and "Reject" in body and "file://" not in body
+
+    @pytest.mark.parametrize(
+        ("params", "run_type", "user", "expected"),
+        [
+            ({"trigger": "alert", "alert": {"name": "ModelLowConfidence", "source": "alertmanager",
+                                            "starts_at": "2026-12-05T01:00:00Z"}}, "manual", None,
+             "alert `ModelLowConfidence` (alertmanager, firing since 2026-12-05T01:00:00Z)"),
+            ({"trigger": "schedule"}, "scheduled", None, "the nightly retrain schedule"),
+            ({"trigger": "manual", "force_retrain": True}, "manual", "admin", "started by hand by admin; with force_retrain"),
+        ],
+    )  # fmt: skip
+    def test_why_this_run_names_what_started_it(self, params, run_type, user, expected) -> None:
+        assert release_steps.why_this_run(params, run_type=run_type, triggered_by=user) == expected
 
     def test_lineage_tags(self) -> None:
         tags = release_steps.lineage_tags(

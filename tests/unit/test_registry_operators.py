@@ -19,13 +19,12 @@ from operators.registry_operators import (
     PromoteChampionOperator,
     RegisterModelVersionOperator,
     as_mapping,
-    responder,
 )
 from pitcrew import registry
 from pitcrew.models_file import ModelEntry
 from pitcrew.settings import get_settings
 from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
-from tests.unit.operator_context import RUN_ID, context_for, in_dag, use_models
+from tests.unit.operator_context import APPROVED, RUN_ID, context_for, in_dag, record_hitl, use_models
 from tests.unit.test_serving_artifact import write_artifact
 
 MODEL = "textclf"
@@ -137,31 +136,6 @@ class TestAsMapping:
     def test_literal_of_another_type_names_the_argument_and_type(self) -> None:
         with pytest.raises(ValueError, match=r"^window must be a mapping, got list$"):
             as_mapping("[1, 2]", "window")
-
-
-class TestResponder:
-    @staticmethod
-    def _context(answer: Any, approval_task_id: str = "approval") -> dict[str, Any]:
-        task = in_dag(lambda: PromoteChampionOperator(task_id="promote", model=MODEL, version=2))
-        return context_for(task, **({approval_task_id: answer} if answer is not None else {}))
-
-    def test_name_of_the_user_who_answered(self) -> None:
-        answer = {"chosen_options": ["Approve"], "responded_by_user": {"id": "u-17", "name": "ann"}}
-        assert responder(self._context(answer), "approval") == "ann"
-
-    def test_id_when_the_user_has_no_name(self) -> None:
-        answer = {"chosen_options": ["Approve"], "responded_by_user": {"id": "u-17", "name": ""}}
-        assert responder(self._context(answer), "approval") == "u-17"
-
-    def test_reads_the_named_task(self) -> None:
-        answer = {"responded_by_user": {"id": "bob", "name": "bob"}}
-        context = self._context(answer, "rollback_approval")
-        assert responder(context, "rollback_approval") == "bob"
-        assert responder(context, "approval") is None
-
-    @pytest.mark.parametrize("answer", [None, {"chosen_options": ["Approve"], "responded_by_user": None}])
-    def test_nobody(self, answer: Any) -> None:
-        assert responder(self._context(answer), "approval") is None
 
 
 class TestRegisterModelVersionOperator:
@@ -279,6 +253,10 @@ class TestPromoteChampionOperator:
         "responded_by_user": {"id": "ann", "name": "ann"},
     }  # fmt: skip
 
+    @pytest.fixture(autouse=True)
+    def _approved(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        record_hitl(monkeypatch, approval=APPROVED)
+
     def _promote(self, version: Any, alert: Any = None, **xcoms: Any) -> tuple[PromoteChampionOperator, dict]:
         task = in_dag(
             lambda: PromoteChampionOperator(task_id="promote", model=MODEL, version=version, alert=alert)
@@ -309,14 +287,23 @@ class TestPromoteChampionOperator:
         assert task.execute(context) == {"champion": v1, "previous": None, "approver": "ann"}
         assert registry.alias_version(mlflow, MODEL, registry.PREVIOUS) is None
 
-    def test_without_an_approval_answer_the_approver_is_empty(
-        self, mlflow: MlflowClient, tmp_path: Path
+    @pytest.mark.parametrize(
+        ("recorded", "reason"),
+        [(None, "never asked anyone"), ({**APPROVED, "response_received": False, "chosen_options": None},
+                                         "marked successful by hand")],
+    )  # fmt: skip
+    def test_without_a_recorded_approval_nothing_is_promoted(
+        self, mlflow: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: Any, reason: str
     ) -> None:
         v1 = _register_directly(mlflow, tmp_path, "v1")
-        task = in_dag(lambda: PromoteChampionOperator(task_id="promote", model=MODEL, version=v1))
-        context = context_for(task)
-        assert task.execute(context)["approver"] is None
-        assert registry.get_version(mlflow, MODEL, v1).tags["approver"] == ""
+        registry.promote(mlflow, MODEL, v1, approver="bootstrap")
+        v2 = _register_directly(mlflow, tmp_path, "v2")
+        record_hitl(monkeypatch, approval=recorded)
+        task, context = self._promote(v2)
+        with pytest.raises(AirflowFailException, match=f"refusing to promote {MODEL} version {v2}.*{reason}"):
+            task.execute(context)
+        assert registry.alias_version(mlflow, MODEL, registry.CHAMPION) == v1
+        assert "approver" not in registry.get_version(mlflow, MODEL, v2).tags
 
     def test_reports_alert_to_deploy_time(self, mlflow: MlflowClient, tmp_path: Path) -> None:
         v1 = _register_directly(mlflow, tmp_path, "v1")

@@ -33,7 +33,7 @@ from pitcrew.serving.swap import SwapResult
 from pitcrew.serving.verify import VerificationReport
 from pitcrew.settings import Settings, get_settings
 from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
-from tests.unit.operator_context import context_for, in_dag, use_models
+from tests.unit.operator_context import APPROVED, context_for, in_dag, record_hitl, use_models
 
 MODEL = "textclf"
 LABELS = ["billing", "technical", "account", "shipping"]
@@ -85,7 +85,7 @@ def triton(monkeypatch: pytest.MonkeyPatch) -> TritonCalls:
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
     entry = ModelEntry(
         name=MODEL, train_data=str(tmp_path / "train.parquet"), inference_log=str(tmp_path / "log"),
-        feedback=str(tmp_path / "fb"), labels=LABELS,
+        feedback=str(tmp_path / "fb"), labels=LABELS, approvers=["ann"],
     )  # fmt: skip
     yield use_models(monkeypatch, tmp_path, entry)
     get_settings.cache_clear()
@@ -131,6 +131,33 @@ def _aliases(client: MlflowClient) -> tuple[int | None, int | None]:
 
 
 class TestTritonHotSwapOperator:
+    @pytest.fixture(autouse=True)
+    def _approved(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        record_hitl(monkeypatch, approval=APPROVED)
+
+    @pytest.mark.parametrize(
+        ("recorded", "reason"),
+        [
+            (None, "never asked anyone"),
+            ({"response_received": False, "chosen_options": None}, "marked successful by hand"),
+            ({**APPROVED, "chosen_options": ["Reject"]}, r"answered \['Reject'\] by ann"),
+            ({**APPROVED, "responded_by_user": {"id": "eve", "name": "eve"}}, "eve .* not one of the model's approvers"),
+        ],
+    )  # fmt: skip
+    def test_without_a_valid_approval_on_record_nothing_is_swapped(
+        self, triton: TritonCalls, monkeypatch: pytest.MonkeyPatch, recorded: Any, reason: str, settings: Settings
+    ) -> None:
+        calls = record_hitl(monkeypatch, approval=recorded)
+        task = in_dag(lambda: TritonHotSwapOperator(task_id="hot_swap", model=MODEL, version=2))
+        with pytest.raises(AirflowFailException, match=f"refusing to swap {MODEL} to version 2: .*{reason}"):
+            task.execute(context_for(task))
+        assert triton.calls == []
+        assert calls == [("pitcrew_airflow_api", task.dag.dag_id, context_for(task)["run_id"], "approval")]
+
+    def test_the_approver_is_returned_with_the_swap(self, triton: TritonCalls, settings: Settings) -> None:
+        task = in_dag(lambda: TritonHotSwapOperator(task_id="hot_swap", model=MODEL, version=2))
+        assert task.execute(context_for(task))["approver"] == "ann"
+
     def test_runs_in_the_swap_pool_unless_told_otherwise(self) -> None:
         assert SWAP_POOL == "pitcrew_triton_swaps"
         task = in_dag(lambda: TritonHotSwapOperator(task_id="hot_swap", model=MODEL, version=2))
@@ -232,6 +259,22 @@ class TestTritonRollbackOperator:
 
 class TestRestorePreviousChampionOperator:
     APPROVAL = {"chosen_options": ["Approve"], "responded_by_user": {"id": "ann", "name": "ann"}}
+
+    @pytest.fixture(autouse=True)
+    def _approved(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        record_hitl(monkeypatch, approval=APPROVED)
+
+    def test_an_approval_marked_by_hand_restores_nothing(
+        self, triton: TritonCalls, mlflow: MlflowClient, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        v1, v2 = _versions(mlflow, tmp_path, 2, promote=2)
+        record_hitl(monkeypatch, approval={"response_received": False, "chosen_options": None})
+        task, context = self._run(v1)
+        with pytest.raises(AirflowFailException, match="marked successful by hand"):
+            task.execute(context)
+        assert triton.calls == []
+        assert _aliases(mlflow) == (v2, v1)
 
     def _run(self, version: Any) -> tuple[RestorePreviousChampionOperator, dict[str, Any]]:
         task = in_dag(
