@@ -8,6 +8,10 @@ Polls Prometheus every few minutes, besides Alertmanager's push:
 2. `forward`: every finding is posted to the pitcrew webhook (connection `pitcrew_webhook`), which applies
    the same dedup, cooldown and daily cap as for Alertmanager's alerts and starts
    `pitcrew_maintenance_<model>`.
+3. `remind` (independent of the two): approvals of pitcrew DAGs still unanswered after the model's
+   `approval_reminder_after_h` (default half of `approval_timeout_h`) are reminded once on each channel of
+   the model's `notify` list; waiting requests are read from Airflow's REST API (connection
+   `pitcrew_airflow_api`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
-from operators.watch_operators import AlertWebhookOperator, PrometheusFindingsOperator
+from operators.watch_operators import (
+    AlertWebhookOperator,
+    ApprovalReminderOperator,
+    PrometheusFindingsOperator,
+)
 
 with DAG(
     dag_id="pitcrew_watch",
@@ -46,3 +54,4 @@ with DAG(
 ):
     poll = PrometheusFindingsOperator(task_id="poll", prometheus_conn_id="{{ params.prometheus_conn_id }}")
     AlertWebhookOperator(task_id="forward", entries=poll.output, forward="{{ params.forward }}")
+    ApprovalReminderOperator(task_id="remind", retries=0)  # the next poll tries again

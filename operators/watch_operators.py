@@ -1,8 +1,10 @@
-"""The poller's two steps: read what is wrong from Prometheus, post it to pitcrew's alert webhook.
+"""The poller's steps: read what is wrong from Prometheus, post it to pitcrew's alert webhook; and remind
+approvers of approvals still waiting.
 
 Polled findings take the same path as Alertmanager's pushes (one policy decides: dedup, cooldown, daily
 cap), so the logic lives in :mod:`pitcrew.alerts.watch` and the webhook; these classes only talk to the
-servers, through Airflow connections.
+servers, through Airflow connections. Reminders are built by :mod:`pitcrew.notify` and sent through the
+approval notifiers' channels (:mod:`operators.notifiers`).
 """
 
 from __future__ import annotations
@@ -133,3 +135,74 @@ class AlertWebhookOperator(BaseOperator):
         outcomes = forward(entries, post)
         self.log.info("webhook decisions: %s", [o.get("decision") for o in outcomes])
         return outcomes
+
+
+class ApprovalReminderOperator(BaseOperator):
+    """Remind the notify channels of every pitcrew approval still unanswered after ``reminder_after``.
+
+    Lists the waiting human-in-the-loop requests of the pitcrew DAGs through Airflow's REST API (as the
+    read-only user of ``airflow_api_conn_id``), and for each that has waited the model's
+    ``thresholds.reminder_after_h`` (default: half of ``approval_timeout_h``) and is still before its
+    deadline, sends one reminder per channel of the model's ``notify`` list. What was sent is kept in
+    ``<home>/notify/reminders.json`` (:mod:`pitcrew.notify.reminders`), so each request is reminded once;
+    a channel that failed is tried again at the next poll, three times at most. A failing channel never
+    fails the task. Returns one record per reminder tried.
+
+    :param airflow_api_conn_id: connection of :class:`~operators.airflow_api_hook.AirflowApiHook`.
+    :param state_file: the reminder log; default ``<home>/notify/reminders.json``.
+    """
+
+    def __init__(
+        self, *, airflow_api_conn_id: str = "pitcrew_airflow_api", state_file: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.airflow_api_conn_id, self.state_file = airflow_api_conn_id, state_file
+
+    @retry_only_transient
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        import datetime as dt
+        from pathlib import Path
+
+        from airflow.configuration import conf
+
+        from operators.airflow_api_hook import AirflowApiHook
+        from operators.notifiers import channel_id, send_notice
+        from pitcrew.models_file import load_models_file
+        from pitcrew.notify.messages import model_of, notice_from_detail
+        from pitcrew.notify.reminders import ReminderLog, reminder_due, reminders_file, request_key
+        from pitcrew.settings import get_settings
+
+        settings = get_settings()
+        told = {m.name: m for m in load_models_file(settings.models_file).models if m.notify}
+        if not told:
+            self.log.info("no model has notify channels: nobody to remind")
+            return []
+        waiting = AirflowApiHook(self.airflow_api_conn_id).api.waiting_approvals("pitcrew_")
+        base = conf.get("api", "base_url", fallback="")
+        now = dt.datetime.now(dt.UTC)
+        tried: list[dict[str, Any]] = []
+        path = Path(self.state_file) if self.state_file else reminders_file(settings.home_dir)
+        with ReminderLog(path) as reminded:
+            keys: set[str] = set()
+            for detail in waiting:
+                ti = detail["task_instance"]
+                model = model_of(ti["dag_id"], set(told))
+                if model is None:
+                    continue
+                entry, created = told[model], dt.datetime.fromisoformat(detail["created_at"])
+                key = request_key(ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti.get("map_index", -1),
+                                  detail["created_at"])  # fmt: skip
+                keys.add(key)
+                timeout = dt.timedelta(hours=entry.thresholds.approval_timeout_h)
+                if not reminder_due(created, now, entry.thresholds.reminder_after_h) or now >= created + timeout:
+                    continue
+                notice = notice_from_detail(detail, model=model, base_url=base, timeout=timeout, stage="reminder")
+                channels = {channel_id(c): c for c in entry.notify}
+                for name in reminded.pending(key, list(channels)):
+                    ok = send_notice(channels[name], notice, context, self.log)
+                    reminded.record(key, name, delivered=ok, now=now)
+                    tried.append({"dag_id": ti["dag_id"], "run_id": ti["dag_run_id"], "task_id": ti["task_id"],
+                                  "channel": name, "delivered": ok})  # fmt: skip
+            reminded.keep_only(keys)
+        self.log.info("%d waiting request(s); reminders: %s", len(waiting), tried)
+        return tried

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,9 @@ Runtime = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
 #: Whether compile builds a TensorRT engine: ``auto`` where TensorRT and a GPU exist, ``require`` or ``off``.
 TensorRTMode = Literal["auto", "off", "require"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+#: An Airflow connection id (what ``AIRFLOW_CONN_<ID>`` and the UI accept).
+_CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
 
 class ModelsFileError(ValueError):
@@ -60,6 +63,80 @@ class Thresholds(BaseModel):
     accuracy_window_hours: float = Field(
         24.0, gt=0, description="Measured accuracy covers requests served in this many past hours."
     )
+    approval_reminder_after_h: float | None = Field(
+        None, gt=0, description="Remind the notify channels of a request still unanswered after this; "
+        "default: half of approval_timeout_h.",
+    )
+
+    @model_validator(mode="after")
+    def _reminder_before_timeout(self) -> Thresholds:
+        if self.approval_reminder_after_h is not None and self.approval_reminder_after_h >= self.approval_timeout_h:
+            raise ValueError(
+                f"approval_reminder_after_h ({self.approval_reminder_after_h}) must be less than "
+                f"approval_timeout_h ({self.approval_timeout_h}): a reminder after the timeout reaches nobody"
+            )
+        return self
+
+    @property
+    def reminder_after_h(self) -> float:
+        """When a still unanswered approval is reminded, in hours after it was asked."""
+        if self.approval_reminder_after_h is not None:
+            return self.approval_reminder_after_h
+        return self.approval_timeout_h / 2
+
+
+class WebhookChannel(BaseModel):
+    """A generic HTTP webhook: pitcrew POSTs a JSON body (``HttpHook``; auth and headers in the connection)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["webhook"]
+    conn_id: str = Field(pattern=_CONN_ID, description="Airflow connection of type http: the receiver's URL.")
+    endpoint: str | None = Field(None, description="Path appended to the connection's URL.")
+
+
+class SlackChannel(BaseModel):
+    """A Slack incoming webhook (``SlackWebhookHook``); the webhook token is the connection's password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["slack"]
+    conn_id: str = Field(pattern=_CONN_ID, description="Airflow connection of type slackwebhook.")
+
+
+class EmailChannel(BaseModel):
+    """Email through an SMTP server (``SmtpHook``); server, login and password in the connection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["email"]
+    conn_id: str = Field("smtp_default", pattern=_CONN_ID, description="Airflow connection of type smtp.")
+    to: list[str] = Field(min_length=1, description="Recipients.")
+    from_email: str | None = Field(None, description="Sender; default: the connection's extra from_email.")
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_address(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _EMAIL.match(v)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(bad)}")
+        return value
+
+    @field_validator("from_email")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(f"not an email address: {value}")
+        return value
+
+
+#: Where a model's approvals are announced (``notify`` in the models file); secrets stay in the connections.
+NotifyChannel = Annotated[WebhookChannel | SlackChannel | EmailChannel, Field(discriminator="type")]
 
 
 class Training(BaseModel):
@@ -113,8 +190,18 @@ class ModelEntry(BaseModel):
     alert_cooldown_s: int = Field(
         3600, ge=0, description="Same alert fingerprint within this starts nothing."
     )
+    one_run_per_incident: bool = Field(
+        True,
+        description="An alert about the model while an alert-started run is in flight, or within "
+        "alert_cooldown_s of one, attaches to that run (decision 'attached') instead of starting another.",
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     training: Training = Field(default_factory=Training)
+    notify: list[NotifyChannel] = Field(
+        default_factory=list,
+        description="Channels told when an approval waits, before its timeout and when it times out; "
+        "empty: nobody is told.",
+    )
 
     @property
     def tensorrt_mode(self) -> TensorRTMode:
@@ -147,6 +234,15 @@ class ModelEntry(BaseModel):
     def _unique_labels(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("labels must be unique")
+        return value
+
+    @field_validator("notify")
+    @classmethod
+    def _distinct_channels(cls, value: list[NotifyChannel]) -> list[NotifyChannel]:
+        seen = [channel.model_dump_json() for channel in value]
+        repeated = sorted({f"{c.type} {c.conn_id}" for c, s in zip(value, seen, strict=True) if seen.count(s) > 1})
+        if repeated:
+            raise ValueError(f"the same channel is listed twice (each would send every message): {', '.join(repeated)}")
         return value
 
 

@@ -24,6 +24,7 @@ from operators.model_operators import (
     FineTuneOperator,
     ReplayTrafficOperator,
 )
+from operators.notifiers import approval_notifiers
 from operators.outcome_operator import RunOutcomeOperator
 from operators.registry_operators import PromoteChampionOperator, RegisterModelVersionOperator
 from operators.triton_operators import TritonHotSwapOperator, TritonRollbackOperator
@@ -72,7 +73,8 @@ def release_chain(
         task_id="approval", model=model, version=xcom("register", "version"),
         parent_version=xcom("prepare_training", "champion_version"), evaluation=xcom("evaluate"),
         replay=xcom("replay"), drift=drift, dry_run="{{ params.dry_run }}",
-        assigned_users=approvers(entry), response_timeout=approval_timeout(entry), retries=0,
+        assigned_users=approvers(entry), response_timeout=approval_timeout(entry),
+        notifiers=approval_notifiers(entry, "deploy"), retries=0,
     )  # fmt: skip
 
     with TaskGroup(
@@ -87,7 +89,8 @@ def release_chain(
         canary = CanaryAnalysisOperator(task_id="canary", model=model, version=xcom("register", "version"))
         decision = CanaryDecisionOperator(
             task_id="canary_decision", subject=f"The canary of {model} was inconclusive: keep the new version?",
-            assigned_users=approvers(entry), response_timeout=approval_timeout(entry), retries=0,
+            assigned_users=approvers(entry), response_timeout=approval_timeout(entry),
+            notifiers=approval_notifiers(entry, "canary"), retries=0,
         )  # fmt: skip
         promoted = PromoteChampionOperator(
             task_id="promote", model=model, version=xcom("register", "version"), alert="{{ params.alert }}"

@@ -159,7 +159,7 @@ class TestWatchDag:
         elapsed = time.perf_counter() - started
         assert bag.import_errors == {}
         dag = bag.dags["pitcrew_watch"]
-        assert dag.task_ids == ["poll", "forward"]
+        assert dag.task_ids == ["poll", "forward", "remind"]
         poll, forward_task = dag.get_task("poll"), dag.get_task("forward")
         assert isinstance(poll, PrometheusFindingsOperator) and isinstance(forward_task, AlertWebhookOperator)
         assert poll.prometheus_conn_id == "{{ params.prometheus_conn_id }}"
