@@ -6,6 +6,7 @@ human-in-the-loop approvals the same way the UI does, so the demo exercises Airf
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -124,6 +125,22 @@ class AirflowApi:
             found.extend(detail.model_dump(mode="json") for detail in page)
             if len(page) < page_size:
                 return found
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """Mark a task instance as a user does in the UI ("Mark as success"), as this user."""
+        body = af.PatchTaskInstanceBody(new_state=af.TaskInstanceState(state))
+        self.tasks.patch_task_instance(dag_id, run_id, task_id, body)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The text of one try's log, one JSON line per structured record with all its fields (a failure's
+        ``error_detail`` too, which the generated client's model drops)."""
+        response = self.tasks.get_log_without_preload_content(
+            dag_id, run_id, task_id, try_number, full_content=True, accept="application/json"
+        )
+        content = json.loads(response.data).get("content")
+        if isinstance(content, list):
+            return "\n".join(json.dumps(item, default=str) for item in content)
+        return str(content)
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 2.0) -> None:
         deadline = time.monotonic() + timeout_s

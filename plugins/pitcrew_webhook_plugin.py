@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from pitcrew.alerts.airflow_trigger import trigger_run
+from pitcrew.alerts.airflow_trigger import open_run, trigger_run
 from pitcrew.alerts.service import AlertService, service_from_settings
 from pitcrew.alerts.webhook import WebhookConfig, create_app
 from pitcrew.feedback.ingest import FeedbackService
@@ -64,7 +64,7 @@ def _service() -> AlertService:
 
     from pitcrew.settings import get_settings
 
-    return service_from_settings(get_settings(), trigger_run)
+    return service_from_settings(get_settings(), trigger_run, open_run)
 
 
 def _feedback() -> FeedbackService:

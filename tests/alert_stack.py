@@ -38,5 +38,7 @@ def write_models_file(target: Path, *, max_auto_runs_per_day: int, alert_cooldow
     for entry in data["models"]:
         entry["max_auto_runs_per_day"] = max_auto_runs_per_day
         entry["alert_cooldown_s"] = alert_cooldown_s
+        # These stacks measure and count one run per alert: no attaching alerts to an incident's run.
+        entry["one_run_per_incident"] = False
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target

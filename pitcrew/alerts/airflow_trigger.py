@@ -27,6 +27,31 @@ TRIGGERING_USER = "pitcrew-webhook"
 RETRY_DELAYS_S = (0.1, 0.3, 1.0)
 
 
+def open_run(dag_id: str) -> str | None:
+    """The newest run of ``dag_id`` still queued or running (an incident in flight), or None."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return session.scalar(
+            select(DagRun.run_id)
+            .where(DagRun.dag_id == dag_id, DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))
+            .order_by(DagRun.run_after.desc())
+            .limit(1)
+        )
+
+
+def _note(conf: dict[str, Any]) -> str | None:
+    """The run's note in the UI: what started it (the run type of every API-created run is "manual")."""
+    alert = conf.get("alert") or {}
+    if not alert.get("name"):
+        return None
+    return (f"Started by alert {alert['name']} (fingerprint {alert.get('fingerprint', '?')}, "
+            f"from {alert.get('source') or conf.get('trigger')}, firing since {alert.get('starts_at', '?')}).")  # fmt: skip
+
+
 def trigger_run(dag_id: str, run_id: str, conf: dict[str, Any]) -> str:
     """Create a queued manual run of ``dag_id`` with ``run_id`` and ``conf``; return the run id.
 
@@ -51,6 +76,7 @@ def trigger_run(dag_id: str, run_id: str, conf: dict[str, Any]) -> str:
                 run_type=DagRunType.MANUAL,
                 triggered_by=DagRunTriggeredByType.REST_API,
                 triggering_user_name=TRIGGERING_USER,
+                note=_note(conf),
             )
             return run.run_id if run is not None else run_id
         except DagRunAlreadyExists:

@@ -60,6 +60,7 @@ class Decision(StrEnum):
     TRIGGERED = "triggered"
     COOLDOWN = "cooldown"  # same fingerprint started a run within its cooldown
     CAPPED = "capped"  # the model reached its automatic runs per day
+    ATTACHED = "attached"  # the model's incident already has a run (in flight, or within the cooldown)
     RESOLVED = "resolved"  # recorded, never triggers
     UNROUTED = "unrouted"  # no route, or a model the models file does not declare
     REJECTED = "rejected"  # Airflow refused the run (unknown DAG)
@@ -69,6 +70,9 @@ class Decision(StrEnum):
 class Limits:
     cooldown_s: int
     max_runs_per_day: int
+    #: Any alert about the model (another name, other labels) attaches to a run in flight or started within
+    #: the cooldown: one incident, one run, one approval (the models file's ``one_run_per_incident``).
+    one_run_per_incident: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,13 @@ class AlertPolicy:
         self._transaction = self.state.transaction
 
     # ---------------------------------------------------------------------------------------------
-    def reserve(self, routed: RoutedAlert, limits: Limits, *, now: float | None = None) -> Reservation | Decision:
-        """Reserve a run for a firing alert, or say why not (cooldown, cap); records the decision."""
+    def reserve(
+        self, routed: RoutedAlert, limits: Limits, *, open_run: str | None = None, now: float | None = None
+    ) -> Reservation | Decision:
+        """Reserve a run for a firing alert, or say why not (cooldown, attached, cap); records the decision.
+
+        :param open_run: a run of the alert's DAG still in flight (queued or running), if any.
+        """
         now = time.time() if now is None else now
         alert = routed.alert
         with self._transaction() as db:
@@ -108,6 +117,16 @@ class AlertPolicy:
             if recent is not None:
                 self._event(db, alert, routed.model, Decision.COOLDOWN, recent[0], now)
                 return Decision.COOLDOWN
+            if limits.one_run_per_incident:
+                incident = open_run or (db.execute(
+                    "SELECT run_id FROM runs WHERE model = ? AND created_at > ? ORDER BY created_at DESC LIMIT 1",
+                    (routed.model, now - limits.cooldown_s),
+                ).fetchone() or [None])[0]  # fmt: skip
+                if incident is not None:
+                    self._event(db, alert, routed.model, Decision.ATTACHED, incident, now)
+                    log.info("alert %s (%s) attached to %s's run %s", alert.name, alert.fingerprint,
+                             routed.model, incident)  # fmt: skip
+                    return Decision.ATTACHED
             (today,) = db.execute(
                 "SELECT COUNT(*) FROM runs WHERE model = ? AND created_at > ?", (routed.model, now - CAP_WINDOW_S)
             ).fetchone()

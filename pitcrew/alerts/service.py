@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 #: ``(dag_id, run_id, conf) -> run_id``: creates the run or raises TriggerRejected/TriggerUnavailable.
 TriggerFn = Callable[[str, str, dict[str, Any]], str]
+#: ``dag_id -> run_id | None``: a run of the DAG still queued or running (the incident in flight).
+OpenRunFn = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,18 @@ class Outcome:
 
 class AlertService:
     def __init__(
-        self, policy: AlertPolicy, routes: RoutesFile, limits: Mapping[str, Limits], trigger: TriggerFn
+        self,
+        policy: AlertPolicy,
+        routes: RoutesFile,
+        limits: Mapping[str, Limits],
+        trigger: TriggerFn,
+        open_run: OpenRunFn | None = None,
     ) -> None:
         self.policy = policy
         self.routes = routes
         self.limits = dict(limits)
         self.trigger = trigger
+        self.open_run = open_run
 
     def handle(self, alerts: Iterable[Alert]) -> list[Outcome]:
         """Apply the policy to each alert in order.
@@ -65,7 +73,9 @@ class AlertService:
         if routed is None:
             self.policy.record(alert, Decision.UNROUTED)
             return outcome(Decision.UNROUTED)
-        reserved = self.policy.reserve(routed, self.limits[routed.model])
+        limits = self.limits[routed.model]
+        in_flight = self.open_run(routed.dag_id) if self.open_run and limits.one_run_per_incident else None
+        reserved = self.policy.reserve(routed, limits, open_run=in_flight)
         if not isinstance(reserved, Reservation):
             return outcome(reserved, model=routed.model, dag_id=routed.dag_id)
         try:
@@ -90,11 +100,17 @@ def routes_path(settings: Settings) -> Path:
     return settings.deploy_dir / "alert_routes.yaml"
 
 
-def service_from_settings(settings: Settings, trigger: TriggerFn) -> AlertService:
+def service_from_settings(
+    settings: Settings, trigger: TriggerFn, open_run: OpenRunFn | None = None
+) -> AlertService:
     """The service as configured: state under ``<home>``, routes in ``<deploy_dir>``, limits per model."""
     models = load_models_file(settings.models_file)
-    limits = {m.name: Limits(m.alert_cooldown_s, m.max_auto_runs_per_day) for m in models.models}
-    return AlertService(AlertPolicy(state_path(settings)), load_routes(routes_path(settings)), limits, trigger)
+    limits = {
+        m.name: Limits(m.alert_cooldown_s, m.max_auto_runs_per_day, m.one_run_per_incident) for m in models.models
+    }
+    return AlertService(
+        AlertPolicy(state_path(settings)), load_routes(routes_path(settings)), limits, trigger, open_run
+    )
 
 
 __all__ = ["AlertService", "Outcome", "TriggerFn", "TriggerUnavailable", "service_from_settings"]

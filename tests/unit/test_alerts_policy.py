@@ -49,6 +49,27 @@ class TestAlertPolicy:
         assert policy.reserve(_routed(), LIMITS, now=1000.0 + LIMITS.cooldown_s - 1) is Decision.COOLDOWN
         assert isinstance(policy.reserve(_routed(), LIMITS, now=1000.0 + LIMITS.cooldown_s + 1), Reservation)
 
+    def test_one_incident_one_run_other_alerts_of_the_model_attach(self, tmp_path: Path) -> None:
+        limits = Limits(cooldown_s=600, max_runs_per_day=3, one_run_per_incident=True)
+        policy = AlertPolicy(tmp_path / "state.db")
+        first = policy.reserve(_routed("fp1"), limits, now=1000.0)
+        assert isinstance(first, Reservation)
+        policy.confirm(first)
+        # Another alert (say the drift score the run itself raised) within the cooldown: no second run.
+        assert policy.reserve(_routed("drift"), limits, now=1038.0) is Decision.ATTACHED
+        # Another model is another incident.
+        assert isinstance(policy.reserve(_routed("drift", model="other"), limits, now=1038.0), Reservation)
+        # Past the cooldown, a run still in flight holds the incident; once it ended, a new one starts.
+        assert policy.reserve(_routed("late"), limits, open_run="run-in-flight", now=5000.0) is Decision.ATTACHED
+        assert isinstance(policy.reserve(_routed("late"), limits, now=5000.0), Reservation)
+        assert policy.decision_counts()[("alertmanager", "textclf", "attached")] == 2
+        assert len(policy.runs("textclf")) == 2
+
+    def test_without_one_run_per_incident_only_the_same_alert_is_held_back(self, tmp_path: Path) -> None:
+        policy = AlertPolicy(tmp_path / "state.db")
+        assert isinstance(policy.reserve(_routed("fp1"), LIMITS, now=1000.0), Reservation)
+        assert isinstance(policy.reserve(_routed("fp2"), LIMITS, open_run="x", now=1001.0), Reservation)
+
     def test_daily_cap_per_model(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         policy = AlertPolicy(tmp_path / "state.db")
         for i in range(LIMITS.max_runs_per_day):
