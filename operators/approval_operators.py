@@ -264,12 +264,20 @@ class CanaryDecisionOperator(HITLBranchOperator):
     An inconclusive one (no data, NaN: never a pass) asks whether to keep the new version; no answer in
     time rolls back.
 
+    The request shows each measurement against its bound, with a Prometheus graph link per query; the
+    decision (who, when, keep or roll back, a timeout too) is tagged on the MLflow version when ``model``
+    and ``version`` are given.
+
     :param canary_task_id: the :class:`~operators.canary_operators.CanaryAnalysisOperator` task.
     :param promote_task_id: the task that promotes the new version.
     :param rollback_task_id: the task that rolls it back.
+    :param model: the model (templated), for the request and the MLflow tags.
+    :param version: the version under review (templated).
+    :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`.
     """
 
     KEEP, ROLL_BACK = "Keep new version", "Roll back"
+    template_fields: Sequence[str] = (*HITLBranchOperator.template_fields, "model", "version")
 
     def __init__(
         self,
@@ -277,6 +285,9 @@ class CanaryDecisionOperator(HITLBranchOperator):
         canary_task_id: str = "canary",
         promote_task_id: str = "promote",
         rollback_task_id: str = "rollback",
+        model: str | None = None,
+        version: Any = None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("subject", "The canary was inconclusive: keep the new version?")
@@ -286,6 +297,7 @@ class CanaryDecisionOperator(HITLBranchOperator):
         super().__init__(**kwargs)
         self.canary_task_id = canary_task_id
         self.promote_task_id, self.rollback_task_id = promote_task_id, rollback_task_id
+        self.model, self.version, self.mlflow_conn_id = model, version, mlflow_conn_id
 
     def execute(self, context: Context) -> Any:
         verdict = context["ti"].xcom_pull(task_ids=self.canary_task_id) or {}
@@ -294,17 +306,69 @@ class CanaryDecisionOperator(HITLBranchOperator):
             target = self.promote_task_id if phase == "successful" else self.rollback_task_id
             self.log.info("canary %s (%s): no human needed", phase, verdict.get("reason"))
             return self.do_branch(context, target)
-        lines = [
-            f"### Canary: {phase or 'no verdict'}",
-            "",
-            str(verdict.get("reason", "the canary task left no verdict")),
-            "",
-            "| metric | values | phase |",
-            "| --- | --- | --- |",
-        ]
-        lines += [
-            f"| {m['metric']} | {m['values']} | {m['phase']} |" for m in verdict.get("measurements", [])
-        ]
-        lines += ["", "Keep serving the new version, or roll back to the previous one? No answer: roll back."]
-        self.body = "\n".join(lines)
+        self.body = canary_review_body(verdict, model=self.model, version=self.version)
+        if self.model:
+            _pending(self.model, context, self.response_timeout)
         return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if self.model:
+            _answered(self.model, context)
+        if "error" not in event:
+            _notify_timeout(self, context, event)
+            self._record_decision(context, event)
+        return super().execute_complete(context, event)
+
+    def _record_decision(self, context: Context, event: dict[str, Any]) -> None:
+        from pitcrew import registry
+
+        if not self.model or self.version in (None, "", "None"):
+            return
+        who = _answered_by(event) or "timeout"
+        try:
+            registry.set_version_tags(MlflowHook(self.mlflow_conn_id).get_conn(), self.model, int(self.version), {
+                "canary_review": ", ".join(event.get("chosen_options") or []), "canary_review_by": who,
+                "canary_review_at": str(event.get("responded_at") or ""), "airflow_dag_run_id": context["run_id"],
+            })  # fmt: skip
+        except Exception as exc:  # the decision stands and is in the run; a missing tag must not undo it
+            self.log.warning("could not tag the canary review on %s v%s: %s", self.model, self.version, exc)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "no data"
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
+
+
+def canary_review_body(verdict: dict[str, Any], *, model: str | None = None, version: Any = None) -> str:
+    """The Markdown of an inconclusive canary: every measurement against its bound, and graph links."""
+    from urllib.parse import urlencode
+
+    phase = verdict.get("phase") or "no verdict"
+    what = f" of `{model}` version {version}" if model and version not in (None, "", "None") else ""
+    bounds = {m["name"]: m for m in verdict.get("metrics", [])}
+
+    def bound(name: str) -> str:
+        m = bounds.get(name) or {}
+        if m.get("max_value") is not None:
+            return f"≤ {m['max_value']:g}"
+        return f"≥ {m['min_value']:g}" if m.get("min_value") is not None else "n/a"
+
+    lines = [f"### Canary{what}: {phase}", "", str(verdict.get("reason", "the canary task left no verdict")), ""]
+    measurements = verdict.get("measurements", [])
+    if measurements:
+        lines += ["| metric | bound | measured | phase |", "| --- | --- | --- | --- |"]
+        for m in measurements:
+            values = m["values"] if isinstance(m["values"], list) else [m["values"]]
+            measured = ", ".join(_value(v) for v in values) or "no data"
+            lines.append(f"| {m['metric']} | {bound(m['metric'])} | {measured} | {m['phase']} |")
+        lines.append("")
+    prometheus = verdict.get("prometheus_url")
+    if prometheus and bounds:
+        lines.append("**Graphs:** " + " · ".join(
+            f"[{name}]({prometheus}/graph?{urlencode({'g0.expr': m['query'], 'g0.tab': 0, 'g0.range_input': '1h'})})"
+            for name, m in bounds.items()
+        ))  # fmt: skip
+        lines.append("")
+    lines.append("Keep serving the new version, or roll back to the previous one? No answer: roll back.")
+    return "\n".join(lines)

@@ -96,7 +96,16 @@ class CanaryAnalysisOperator(PitcrewOperator):
         return self._report(inconclusive(f"the canary analysis could not run: {event.get('message', event)}"))
 
     def _report(self, verdict: dict[str, Any]) -> dict[str, Any]:
+        """The verdict, with each metric's query and bound and Prometheus's address: what a person reviewing
+        an inconclusive canary needs to see the numbers for themselves."""
+        from pitcrew.pipeline.release_steps import canary_metrics
+
         self.log.info(
             "canary of %s v%s: %s (%s)", self.model, self.version, verdict["phase"], verdict["reason"]
         )
-        return verdict
+        metrics = [asdict(m) for m in canary_metrics(self.entry, int(self.version))]
+        try:
+            prometheus = PrometheusHook(self.prometheus_conn_id).get_url()
+        except Exception:  # noqa: BLE001 - no connection: the verdict says so already, links are extra
+            prometheus = None
+        return {**verdict, "metrics": metrics, "prometheus_url": prometheus}

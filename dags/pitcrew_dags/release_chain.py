@@ -89,6 +89,7 @@ def release_chain(
         canary = CanaryAnalysisOperator(task_id="canary", model=model, version=xcom("register", "version"))
         decision = CanaryDecisionOperator(
             task_id="canary_decision", subject=f"The canary of {model} was inconclusive: keep the new version?",
+            model=model, version=xcom("register", "version"),
             assigned_users=approvers(entry), response_timeout=approval_timeout(entry),
             notifiers=approval_notifiers(entry, "canary"), retries=0,
         )  # fmt: skip

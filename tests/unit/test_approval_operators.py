@@ -115,6 +115,19 @@ def _event(chosen: str, *, at: dt.datetime, by: dict | None = APPROVERS[0], time
             "timedout": timedout}  # fmt: skip
 
 
+class RecordingNotifier:
+    """A HITL notifier that notes what it was told: waiting (Airflow calls it), timed out (pitcrew does)."""
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def __call__(self, context: Any) -> None:
+        self.told.append("waiting")
+
+    def timed_out(self, context: Any) -> None:
+        self.told.append("timed out")
+
+
 def _with_task(context: dict[str, Any]) -> dict[str, Any]:
     """Branching reads ``ti.task`` (a RuntimeTaskInstance has it)."""
     context["ti"].task = context["task"]
@@ -212,16 +225,9 @@ class TestDeploymentApprovalOperator:
         self, mlflow: MlflowClient, tmp_path: Path
     ) -> None:
         TestRollbackApprovalOperator._versions(mlflow, tmp_path, 2)
-        told: list[str] = []
-
-        class Recorder:
-            def __call__(self, context: Any) -> None:
-                told.append("waiting")
-
-            def timed_out(self, context: Any) -> None:
-                told.append("timed out")
-
-        task = self._task(notifiers=[Recorder()])
+        recorder = RecordingNotifier()
+        told = recorder.told
+        task = self._task(notifiers=[recorder])
         at = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
         with pytest.raises(DownstreamTasksSkipped):
             task.execute_complete(context_for(task), _event("Reject", at=at))
@@ -355,7 +361,14 @@ class TestCanaryDecisionOperator:
             {"metric": "failure_ratio", "values": [None], "phase": "inconclusive"},
             {"metric": "p99_latency_seconds", "values": [0.041], "phase": "successful"},
         ],
-    }
+        "metrics": [
+            {"name": "failure_ratio", "query": "sum(increase(nv_inference_request_failure[1m]))",
+             "max_value": 0.01, "min_value": None},
+            {"name": "p99_latency_seconds", "query": "max(nv_inference_request_summary_us) / 1e6",
+             "max_value": 1.0, "min_value": None},
+        ],
+        "prometheus_url": "http://prom:9090",
+    }  # fmt: skip
 
     @staticmethod
     def _task(**kwargs: Any) -> CanaryDecisionOperator:
@@ -392,8 +405,10 @@ class TestCanaryDecisionOperator:
         body = request["body"]
         assert body.startswith("### Canary: inconclusive")
         assert "3 of 4 measurements had no data" in body
-        assert "| failure_ratio | [None] | inconclusive |" in body
-        assert "| p99_latency_seconds | [0.041] | successful |" in body
+        assert "| failure_ratio | ≤ 0.01 | no data | inconclusive |" in body
+        assert "| p99_latency_seconds | ≤ 1 | 0.041 | successful |" in body
+        assert "[failure_ratio](http://prom:9090/graph?g0.expr=sum%28increase%28" in body
+        assert "{'" not in body and "[None]" not in body, "readable text, not a Python dict"
         assert "No answer: roll back." in body
 
     def test_missing_verdict_asks_a_human(self, upserts: list) -> None:
@@ -418,6 +433,23 @@ class TestCanaryDecisionOperator:
         with pytest.raises(DownstreamTasksSkipped) as raised:
             task.execute_complete(context, event)
         assert raised.value.tasks == [("promote", -1)]
+
+    def test_the_decision_is_tagged_and_a_timeout_notified(self, mlflow: MlflowClient, tmp_path: Path) -> None:
+        TestRollbackApprovalOperator._versions(mlflow, tmp_path, 2)
+        recorder = RecordingNotifier()
+        told = recorder.told
+        task = self._task(model=MODEL, version="2", notifiers=[recorder])
+        at = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+        with pytest.raises(DownstreamTasksSkipped):
+            task.execute_complete(_with_task(context_for(task)), _event("Keep new version", at=at))
+        tags = registry.get_version(mlflow, MODEL, 2).tags
+        assert (tags["canary_review"], tags["canary_review_by"]) == ("Keep new version", "ann")
+        assert told == []
+        with pytest.raises(DownstreamTasksSkipped):
+            task.execute_complete(_with_task(context_for(task)), _event("Roll back", at=at, by=None, timedout=True))
+        tags = registry.get_version(mlflow, MODEL, 2).tags
+        assert (tags["canary_review"], tags["canary_review_by"]) == ("Roll back", "timeout")
+        assert told == ["timed out"]
 
     def test_other_task_ids(self, upserts: list) -> None:
         task = in_dag(

@@ -107,7 +107,12 @@ class TestDeferred:
         models()
         verdict = {"phase": "failed", "reason": "failure_ratio = [0.2] breached <= 0.01", "measurements": []}
         task = _canary()
-        assert task.execute_complete(context_for(task), {"status": "success", "result": verdict}) == verdict
+        result = task.execute_complete(context_for(task), {"status": "success", "result": verdict})
+        # The verdict, with what a reviewer needs to check it: each query and bound, and Prometheus's address.
+        assert {k: result[k] for k in verdict} == verdict
+        assert [m["name"] for m in result["metrics"]] == ["failure_ratio", "p99_latency_seconds", "mean_confidence"]
+        assert result["metrics"][0]["max_value"] == 0.01 and 'version="7"' in result["metrics"][0]["query"]
+        assert "prometheus_url" in result
 
     def test_error_event_is_an_inconclusive_verdict_naming_the_error(self, models) -> None:
         models()

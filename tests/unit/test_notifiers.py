@@ -324,7 +324,7 @@ class TestApprovalNotifier:
         notifier.timed_out(context)
         waiting, timed_out = receivers.webhook()
         assert waiting["subject"] == f"pitcrew: keep the new version of {MODEL} after an inconclusive canary? (review waiting)"
-        assert waiting["default"] == ["Roll back"] and "failure_ratio: values [nan], phase inconclusive" in waiting["figures"]
+        assert waiting["default"] == ["Roll back"] and "failure_ratio: bound n/a, measured [nan], phase inconclusive" in waiting["figures"]
         assert timed_out["subject"].endswith("No answer in time: rolled back by timeout")
         assert waiting["link"].endswith("/tasks/canary_decision/required_actions?map_index=-1")
 
