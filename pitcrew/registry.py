@@ -76,6 +76,7 @@ def register_version(
     tags: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     alias: str = CHALLENGER,
+    run_name: str | None = None,
 ) -> RegisteredVersion:
     """Log the artifacts in a run of experiment ``pitcrew/<model>`` and register them as a new version.
 
@@ -88,7 +89,11 @@ def register_version(
             f"{serving_dir} holds no model.onnx or model.plan: nothing deployable to register"
         )
     str_tags = {k: _tag_value(v) for k, v in (tags or {}).items()}
-    run = client.create_run(experiment_id(client, model), run_name=f"{model}-register", tags=str_tags)
+    # A name that says which run made the version, so the experiment's list tells runs apart.
+    run_name = run_name or "-".join(
+        part for part in (model, str_tags.get("trigger", ""), str_tags.get("airflow_dag_run_id", "")) if part
+    )
+    run = client.create_run(experiment_id(client, model), run_name=run_name[:250], tags=str_tags)
     run_id = run.info.run_id
     try:
         client.log_artifacts(run_id, str(serving_dir), SERVING_PATH)

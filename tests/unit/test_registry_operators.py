@@ -165,6 +165,7 @@ class TestRegisterModelVersionOperator:
         assert run.data.metrics == {"eval_accuracy": 0.91, "eval_macro_f1": 0.9, "eval_rows": 120}
         assert run.info.status == "FINISHED"
         assert run.data.tags["trigger"] == "alert"
+        assert run.info.run_name == f"{MODEL}-alert-{RUN_ID}"  # not one name for every run
         logged = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
         assert {registry.SERVING_PATH, registry.CHECKPOINT_PATH, registry.TRAINING_DATA_PATH} <= logged
         snapshot = registry.training_snapshot(mlflow, MODEL, 1, tmp_path / "snapshot")
