@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if run_id is None:
             raise CommandError(
                 f"no maintenance run appeared within {args.alert_timeout:.0f}s; check Prometheus alerts at "
-                f"{settings.prometheus_url}/alerts and Alertmanager at {settings.alertmanager_url}"
+                f"{settings.prometheus_url}/classic/alerts and Alertmanager at {settings.alertmanager_url}"
             )
         conf = api.runs.get_dag_run(dag_id, run_id).conf or {}
         alert = (conf.get("alert") or {}).get("name", "?")
@@ -137,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
           f"{settings.home_dir / 'airflow' / 'passwords.json'})")  # fmt: skip
     print(f"MLflow UI      {settings.mlflow_url}/#/models/{entry.name}")
     print(f"Triton metrics {settings.triton_metrics_url}")
-    print(f"Prometheus     {settings.prometheus_url}/alerts")
+    print(f"Prometheus     {settings.prometheus_url}/classic/alerts")  # Debian's 2.42 serves its UI under /classic
     return 0 if state == "success" else 1
