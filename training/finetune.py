@@ -22,6 +22,7 @@ import numpy as np
 
 from pretrained import MINILM
 from training.calibration import Calibration, fit_atc_threshold, fit_temperature, write_calibration
+from training.checkpoint import cpu_state, load_checkpoint, save_checkpoint
 from training.data import LabelledText, load_feedback_join, load_labelled
 from training.errors import DataError, NonFiniteLossError
 from training.inference import batched_logits, load_classifier, resolve_model_source, softmax
@@ -216,8 +217,8 @@ def finetune(config: FinetuneConfig) -> Path:
     checkpoint_dir = Path(config.checkpoint_dir or f"{config.output_dir}.ckpt")
     state = {"step": 0, "best_score": None, "bad_evals": 0, "history": []}
     if config.resume and (checkpoint_dir / "checkpoint.pt").exists():
-        state = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler)
-    best_state = _cpu_state(model) if state["best_score"] is None else torch.load(
+        state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler)
+    best_state = cpu_state(model) if state["best_score"] is None else torch.load(
         checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
 
     sink = MetricsSink.open(config.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
@@ -269,11 +270,11 @@ def finetune(config: FinetuneConfig) -> Path:
                 score = (metrics["accuracy"], metrics["macro_f1"])
                 if state["best_score"] is None or score > tuple(state["best_score"]):
                     state["best_score"], state["bad_evals"], state["best_step"] = list(score), 0, step
-                    best_state = _cpu_state(model)
+                    best_state = cpu_state(model)
                 else:
                     state["bad_evals"] += 1
             if step % eval_every == 0:
-                _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler, state, best_state)
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler, state, best_state)
             if state["bad_evals"] >= config.early_stopping_patience and step < total_steps:
                 stop_reason = "early_stopping"
                 break
@@ -348,39 +349,6 @@ def _evaluate(model: Any, tokenizer: Any, data: LabelledText, labels: list[str],
               device: str) -> dict:
     logits = _eval_logits(model, tokenizer, data, config, device)
     return classification_metrics(data.label_ids(labels), softmax(logits), labels)
-
-
-def _cpu_state(model: Any) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any, state: dict,
-                     best_state: dict) -> None:
-    """Model, optimizer, scheduler, scaler and loop state; written to a temp file and renamed (atomic)."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "scaler": scaler.state_dict(), "state": state, "rng": torch.get_rng_state(),
-               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    for name, obj in (("best.pt", best_state), ("checkpoint.pt", payload)):
-        tmp = folder / f".{name}.tmp"
-        torch.save(obj, tmp)
-        os.replace(tmp, folder / name)
-
-
-def _load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict:
-    import torch
-
-    payload = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    scaler.load_state_dict(payload["scaler"])
-    torch.set_rng_state(payload["rng"])  # dropout continues exactly where the interrupted run was
-    if payload["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    return payload["state"]
 
 
 def _write_output(output_dir: Path, model: Any, tokenizer: Any, labels: list[str], summary: dict, *,

@@ -10,7 +10,7 @@ With the artifact's ``calibration.json`` (training/calibration.py) the metrics a
 of temperature-scaled top-class confidence, and the count of texts at or above the ATC threshold, whose share
 of all texts estimates accuracy before labels arrive.
 
-One file of about 480 lines on purpose: the hot-swap publishes it alone into every version folder
+One file of about 500 lines on purpose: the hot-swap publishes it alone into every version folder
 (docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both runtimes'
 inference paths) has to live in this file; splitting it would mean publishing and versioning a package.
 """

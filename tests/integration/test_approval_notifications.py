@@ -19,22 +19,11 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from mlflow import MlflowClient
 
-from monitoring.inference_log import read_inference_log
 from pitcrew import registry
-from pitcrew.airflow_api import AirflowApi
-from pitcrew.demo import send, write_demo_data
-from pitcrew.models_file import load_models_file
-from pitcrew.pipeline.bootstrap import bootstrap
-from pitcrew.serving.client import TritonControl
-from pitcrew.settings import Settings
-from pitcrew.stack.components import airflow_password
 from tests.notify_receivers import (
     NOTIFY,
     SLACK_TOKEN,
@@ -46,28 +35,19 @@ from tests.notify_receivers import (
     smtp_sink,
     wait_for,
 )
-from tests.stack_fixtures import make_settings, running_stack
-from training.tiny import build_tiny_model
+from tests.pipeline_world import RUN_TIMEOUT_S, PipelineWorld, pipeline_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-LABELS = ["billing", "technical", "account", "shipping"]
 MODEL = "notified"
 DAG_ID = f"pitcrew_nightly_retrain_{MODEL}"
-RUN_TIMEOUT_S = 600
 #: 90 s to answer, a reminder after 27 s: room for the watch DAG's run to start and remind in between.
 TIMEOUT_H, REMINDER_H = 0.025, 0.0075
-#: See test_nightly_e2e.py: no scheduled nightly run fires during the tests.
-NEVER_DURING_TESTS = "0 0 29 2 *"
 
 
 @dataclass
 class Notified:
-    settings: Settings
-    admin: AirflowApi
-    approver: AirflowApi
-    triton: TritonControl
-    mlflow: MlflowClient
+    world: PipelineWorld
     http: HttpSink
     smtp: SmtpSink
 
@@ -81,75 +61,37 @@ class Notified:
         return [m for m in self.smtp.messages if m["Subject"].startswith(subject_prefix)]
 
 
-def _models_file(folder: Path, tiny: Path) -> Path:
-    entry = {
-        "name": MODEL, "runtime": "python-onnxruntime", "base_model": str(tiny), "labels": LABELS,
-        "train_data": f"data/{MODEL}/train.parquet", "golden_data": f"data/{MODEL}/golden.parquet",
-        "inference_log": f"log/{MODEL}", "feedback": f"feedback/{MODEL}", "schedule": NEVER_DURING_TESTS,
-        "max_auto_runs_per_day": 0, "approvers": ["approver"], "notify": NOTIFY,
-        "thresholds": {"window_hours": 1, "min_window_rows": 50, "approval_timeout_h": TIMEOUT_H,
-                       "approval_reminder_after_h": REMINDER_H, "max_golden_drop": 0.2, "min_accuracy_gain": -0.05},
-    }  # fmt: skip
-    path = folder / "models.yaml"
-    path.write_text(yaml.safe_dump({"models": [entry]}, sort_keys=False))
-    return path
-
-
 @pytest.fixture(scope="module")
 def notified(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notified]:
-    root = tmp_path_factory.mktemp("notify")
-    tiny = build_tiny_model(root / "tiny-base", LABELS, hidden_size=32, layers=2)
-    settings = make_settings(root / "home", models_file=_models_file(root, tiny), airflow_parallelism=2)
+    thresholds = {"window_hours": 1, "min_window_rows": 50, "approval_timeout_h": TIMEOUT_H,
+                  "approval_reminder_after_h": REMINDER_H, "max_golden_drop": 0.2, "min_accuracy_gain": -0.05}  # fmt: skip
     with http_sink() as http, smtp_sink() as smtp, pytest.MonkeyPatch.context() as mp:
         for name, value in connections(http.port, smtp.port).items():
             mp.setenv(name, value)  # the stack passes this process's environment on to Airflow
-        with running_stack(settings):
-            yield Notified(
-                settings=settings,
-                admin=AirflowApi(settings.airflow_url, "admin", airflow_password(settings, "admin")),
-                approver=AirflowApi(settings.airflow_url, "approver", airflow_password(settings, "approver")),
-                triton=TritonControl(settings.triton_http_url),
-                mlflow=MlflowClient(tracking_uri=settings.mlflow_url, registry_uri=settings.mlflow_url),
-                http=http,
-                smtp=smtp,
-            )
-
-
-def _champion_with_labelled_traffic(n: Notified) -> None:
-    """Version 1 serving, then a window of domain-B traffic with its true labels (as test_nightly_e2e.py)."""
-    entry = load_models_file(n.settings.models_file).get(MODEL)
-    data = write_demo_data(entry, n_train=400, n_golden=32)
-    result = bootstrap(entry, n.settings, epochs=4)
-    assert result["version"] == 1 and result["serving_version"] == 1
-    started = dt.datetime.now(dt.UTC)
-    sent = send(n.triton, MODEL, data["traffic_b"].iloc[:320], feedback_root=entry.feedback)
-    assert sent.failed == 0
-    wait_for(
-        "the inference log to hold the traffic",
-        lambda: len(read_inference_log(entry.inference_log, started, dt.datetime.now(dt.UTC), model=MODEL)) >= sent.sent,
-        60,
-    )  # fmt: skip
+        root = tmp_path_factory.mktemp("notify")
+        with pipeline_world(root, [MODEL], notify=NOTIFY, thresholds=thresholds) as world:
+            yield Notified(world=world, http=http, smtp=smtp)
 
 
 def _approval_page_answers(n: Notified, link: str, run_id: str) -> None:
     """The link is Airflow's page of this approval, under the API server's address, and it answers."""
     assert link == (
-        f"{n.settings.airflow_url}/dags/{DAG_ID}/runs/{run_id}/tasks/approval/required_actions?map_index=-1"
+        f"{n.world.settings.airflow_url}/dags/{DAG_ID}/runs/{run_id}/tasks/approval/required_actions?map_index=-1"
     )
     page = httpx.get(link, timeout=30, follow_redirects=True)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text[:300]
     # The page is Airflow's UI app; what it shows there is the request, which the approver may read (and answer).
-    request = n.approver.tasks.get_hitl_detail(DAG_ID, run_id, "approval", -1)
+    request = n.world.approver.tasks.get_hitl_detail(DAG_ID, run_id, "approval", -1)
     assert request.response_received is False and [u.name for u in request.assigned_users] == ["approver"]
 
 
 def test_a_parked_approval_is_told_reminded_and_its_timeout_told(notified: Notified) -> None:
     n = notified
-    _champion_with_labelled_traffic(n)
-    n.admin.wait_for_dag(DAG_ID)
-    run_id = n.admin.trigger(DAG_ID, {"model": MODEL, "trigger": "manual"})
-    n.admin.wait_for_task(DAG_ID, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
-    detail = n.admin.tasks.get_hitl_detail(DAG_ID, run_id, "approval", -1)
+    n.world.champion_with_traffic(MODEL, labelled=True)
+    n.world.admin.wait_for_dag(DAG_ID)
+    run_id = n.world.admin.trigger(DAG_ID, {"model": MODEL, "trigger": "manual"})
+    n.world.admin.wait_for_task(DAG_ID, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
+    detail = n.world.admin.tasks.get_hitl_detail(DAG_ID, run_id, "approval", -1)
     asked = detail.created_at
 
     # 1. Told at once, on every channel, with the figures, the deadline and the link.
@@ -174,28 +116,28 @@ def test_a_parked_approval_is_told_reminded_and_its_timeout_told(notified: Notif
     # 2. A reminder before the deadline, from the watch DAG (triggered here rather than waiting for its
     # five-minute schedule; a scheduled run may send it first: one reminder either way).
     time.sleep(max(0.0, (asked + dt.timedelta(hours=REMINDER_H) - dt.datetime.now(dt.UTC)).total_seconds()))
-    n.admin.wait_for_dag("pitcrew_watch")
-    n.admin.trigger("pitcrew_watch", {"forward": False})
+    n.world.admin.wait_for_dag("pitcrew_watch")
+    n.world.admin.trigger("pitcrew_watch", {"forward": False})
     (reminder,) = wait_for("the reminder", lambda: n.hooks("approval_reminder"), 60)
     assert reminder["subject"].startswith(f"pitcrew: reminder: deploy {MODEL} v2? (no answer yet: Reject at ")
     assert reminder["link"] == hook["link"] and reminder["figures"] == hook["figures"]
     assert dt.datetime.now(dt.UTC) < deadline  # it came while an answer still counts
     wait_for("the reminder by email", lambda: n.mails("pitcrew: reminder: "), 30)
-    assert n.admin.task_states(DAG_ID, run_id)["approval"] == "awaiting_input"
+    assert n.world.admin.task_states(DAG_ID, run_id)["approval"] == "awaiting_input"
 
     # 3. Nobody answers: Airflow applies the default at the deadline; the run ends green as a rejection.
-    state = n.admin.wait_for_run(DAG_ID, run_id, RUN_TIMEOUT_S)
-    states = n.admin.task_states(DAG_ID, run_id)
+    state = n.world.admin.wait_for_run(DAG_ID, run_id, RUN_TIMEOUT_S)
+    states = n.world.admin.task_states(DAG_ID, run_id)
     assert state == "success", states
     for task_id in ("hot_swap", "canary", "canary_decision", "promote", "rollback"):
         assert states[task_id] == "skipped", (task_id, states)
-    answered = n.admin.tasks.get_hitl_detail(DAG_ID, run_id, "approval", -1)
+    answered = n.world.admin.tasks.get_hitl_detail(DAG_ID, run_id, "approval", -1)
     assert answered.chosen_options == ["Reject"] and answered.responded_by_user is None
-    assert n.admin.xcom_value(DAG_ID, run_id, "record_outcome")["outcome"] == "rejected_by_human"
+    assert n.world.admin.xcom_value(DAG_ID, run_id, "record_outcome")["outcome"] == "rejected_by_human"
     # Nothing swapped: Triton serves version 1 alone, and it is still the champion.
-    assert n.triton.ready_versions(MODEL) == [1]
-    assert {p.version for p in n.triton.classify(MODEL, ["where is my parcel"])} == {"1"}
-    assert registry.alias_version(n.mlflow, MODEL, registry.CHAMPION) == 1
+    assert n.world.triton.ready_versions(MODEL) == [1]
+    assert {p.version for p in n.world.triton.classify(MODEL, ["where is my parcel"])} == {"1"}
+    assert registry.alias_version(n.world.mlflow, MODEL, registry.CHAMPION) == 1
     assert len(n.hooks("approval_reminder")) == 1  # reminded once
 
     # 4. The rejection by timeout is told: the approval operator calls the notifiers' ``timed_out``.
