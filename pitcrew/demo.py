@@ -153,22 +153,49 @@ class BackgroundTraffic:
         client.close()
 
 
-#: The demo compresses time: production rule windows and `for:` durations, scaled to minutes.
-DEMO_WINDOWS = {"[5m]": "[1m]", "[15m]": "[1m]", "[6h]": "[20m]"}
+#: The demo compresses time: production rule windows and `for:` durations, scaled to seconds and minutes.
+#: 30 s is six scrapes at the stack's 5 s interval. The unknown-token spike compares the short window with
+#: the long one, so it can fire only once the demo's normal (domain-A) traffic has left the short window.
+DEMO_WINDOWS = {"[5m]": "[30s]", "[15m]": "[30s]", "[6h]": "[20m]"}
+
+#: The demo's canary: three measurements 5 s apart, the first 15 s after the swap, when the new version's
+#: series have been scraped at least twice (the default waits 30 s, then four measurements 15 s apart).
+#: The bounds are the models file's own.
+DEMO_CANARY = {"canary_initial_delay_s": 15.0, "canary_interval_s": 5.0, "canary_count": 3}
 
 
 def demo_settings(settings):
-    """The settings with a copy of ``deploy/`` whose alert rules work on a demo's time scale.
+    """The settings with copies of ``deploy/`` and of the models file that work on a demo's time scale.
 
     Production rules look at 5-15 minute windows against a 6-hour baseline and fire after ``for: 10m``;
     the demo must finish in minutes, so its Prometheus and Alertmanager get the same rules with the
-    windows of :data:`DEMO_WINDOWS`, ``for: 20s`` and short grouping waits. Thresholds are unchanged.
+    windows of :data:`DEMO_WINDOWS`, ``for: 20s`` and short grouping waits, and its models file the
+    canary timing of :data:`DEMO_CANARY`. Thresholds are unchanged.
     """
+    demo_dir = settings.home_dir / "demo"
     target = write_fast_deploy(
-        settings.home_dir / "demo" / "deploy", source=settings.deploy_dir, rule_for_s=20, interval_s=5,
+        demo_dir / "deploy", source=settings.deploy_dir, rule_for_s=20, interval_s=5,
         repeat_s=4 * 3600, group_wait_s=2, group_interval_s=10, windows=DEMO_WINDOWS,
     )  # fmt: skip
-    return settings.model_copy(update={"deploy_dir": target})
+    models = write_demo_models_file(settings.models_file, demo_dir / "models.yaml")
+    return settings.model_copy(update={"deploy_dir": target, "models_file": models})
+
+
+def write_demo_models_file(source: Path, target: Path, canary: dict | None = None) -> Path:
+    """Copy the models file to ``target`` with the demo's canary timing; its paths stay where they were.
+
+    The copy is written from the validated file, whose relative paths are already resolved against the
+    source's folder, so nothing moves with the copy.
+    """
+    from pitcrew.models_file import load_models_file
+
+    parsed = load_models_file(source)
+    for entry in parsed.models:
+        entry.thresholds = entry.thresholds.model_copy(update=canary or DEMO_CANARY)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(parsed.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    load_models_file(target)  # the copy must be as valid as its source
+    return target
 
 
 def write_fast_deploy(

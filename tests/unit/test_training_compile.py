@@ -262,3 +262,19 @@ def test_strict_fp32_turns_tf32_off_and_restores_it() -> None:
         assert matmul.allow_tf32 and cudnn.allow_tf32
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def test_replay_answers_match_one_text_at_a_time(artifact: Path) -> None:
+    """Replay runs each distinct text once, in length-sorted batches; answers must land on the right rows."""
+    from pitcrew.pipeline.model_steps import _answers
+
+    texts = ["refund my card", "the app crashes when I open settings after the latest update, every time",
+             "refund my card", "where is my parcel", "reset password", "where is my parcel"] * 3
+    labels, probs = _answers(artifact, texts, batch_size=4)
+    tokenizer, runner = AutoTokenizer.from_pretrained(artifact), OrtRunner(artifact / "model.onnx")
+    names = json.loads((artifact / "labels.json").read_text())
+    for text, label, row in zip(texts, labels, probs, strict=True):
+        logits = runner(dict(tokenizer([text], return_tensors="np")))[0]
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(row, expected, atol=1e-5)
+        assert label == names[int(expected.argmax())]
