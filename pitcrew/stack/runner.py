@@ -24,6 +24,14 @@ class ComponentStatus:
 
 PROFILES = ("embedded", "distributed")
 
+#: Started and answering before anything after them starts: Airflow's and MLflow's start-up migrate
+#: their schemas in PostgreSQL, and Airflow's workers connect to Redis at once.
+NEEDED_BY_THE_REST = frozenset({"postgres", "redis"})
+#: Started only once everything before them answers: Prometheus would otherwise scrape servers still
+#: booting (and fire its "down" alerts); a Celery worker would take tasks before the API server answers.
+START_LAST = frozenset({"prometheus"})
+START_LAST_PREFIXES = ("worker-",)  # the Celery workers, worker-<queue>
+
 
 def components_for(settings: Settings, profile: str) -> list[Component]:
     if profile == "distributed":
@@ -83,29 +91,47 @@ class Stack:
                 component.processes()
 
     def up(self) -> list[ComponentStatus]:
+        """Start what is not running, in order, overlapping start-ups where nothing depends on them.
+
+        A component's processes start without waiting for the ones before it to answer, so MLflow and
+        Triton boot while Airflow migrates its database. Two waits keep the order that matters: the
+        databases (:data:`NEEDED_BY_THE_REST`) must answer before anything after them starts, and the
+        components of :data:`START_LAST` start only once everything before them answers.
+        """
         self.settings.home_dir.mkdir(parents=True, exist_ok=True)
         self.preflight()
         (self.settings.home_dir / "profile").write_text(self.profile)
         started: list[Component] = []
+        booting: list[Component] = []
         try:
             for component in self.components:
                 if self._all_running(component) and component.health().ok:
                     log.info("%s already running at %s", component.name, component.url)
                     continue
+                if component.name in START_LAST or component.name.startswith(START_LAST_PREFIXES):
+                    self._wait_all_healthy(booting)
                 self._stop_component(component)  # half-running from an earlier crash: start clean
                 log.info("starting %s", component.name)
                 component.prepare()
                 for proc in component.processes():
                     self.registry.start(proc.name, proc.argv, proc.env, proc.cwd, proc.user)
                 started.append(component)
-                self._wait_healthy(component)
-                log.info("%s healthy at %s", component.name, component.url)
+                booting.append(component)
+                if component.name in NEEDED_BY_THE_REST:
+                    self._wait_all_healthy(booting)
+            self._wait_all_healthy(booting)
         except BaseException:
             # Nothing is left half-started: stop what this call started, newest first.
             for component in reversed(started):
                 self._stop_component(component)
             raise
         return self.status()
+
+    def _wait_all_healthy(self, booting: list[Component]) -> None:
+        while booting:
+            component = booting.pop(0)
+            self._wait_healthy(component)
+            log.info("%s healthy at %s", component.name, component.url)
 
     def down(self) -> list[str]:
         stopped = []
