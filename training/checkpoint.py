@@ -1,7 +1,13 @@
-"""The fine-tune loop's checkpoint: what a retried task resumes from, written atomically."""
+"""The fine-tune loop's checkpoint: what a retried task resumes from, written atomically.
+
+Both files are read back with ``torch.load(weights_only=True)``: unpickling may only rebuild tensors and
+plain containers, so a checkpoint folder someone else could write to cannot run code in the worker. The
+loop state is therefore kept to JSON types (numpy scalars from the metrics become floats).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ def save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, sc
 
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "scaler": scaler.state_dict(), "state": state, "rng": torch.get_rng_state(),
+               "scaler": scaler.state_dict(), "state": json.loads(json.dumps(state, default=float)), "rng": torch.get_rng_state(),
                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     for name, obj in (("best.pt", best_state), ("checkpoint.pt", payload)):
         tmp = folder / f".{name}.tmp"
@@ -29,7 +35,7 @@ def save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, sc
 def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict:
     import torch
 
-    payload = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+    payload = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
