@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 #: plugin, and the webhook's bearer token as the password (never a header in ``extra``: HttpHook sends
 #: every unknown extra key as a header).
 WEBHOOK_CONN_ID = "pitcrew_webhook"
+#: Keys of that connection's ``extra`` only the webhook plugin reads (`pitcrew airflow-init` writes them):
+#: secrets, not headers. HttpHook would send them as headers with every post (Grafana's token and the
+#: HMAC secret riding along with Alertmanager-format bodies), so each post unsets them: requests drops
+#: a header whose value is None.
+PLUGIN_ONLY_EXTRA = ("hmac_secret", "grafana_token")
 #: HttpHook's retry policy for the post (tenacity): quick attempts through a refused connection only.
 POST_RETRY = {
     "stop": tenacity.stop_after_attempt(3),
@@ -128,7 +133,8 @@ class AlertWebhookOperator(BaseOperator):
 
         def post(body: bytes) -> requests.Response:
             return hook.run_with_advanced_retry(
-                POST_RETRY, endpoint=self.endpoint, data=body, headers=auth_headers(body, token),
+                POST_RETRY, endpoint=self.endpoint, data=body,
+                headers={**auth_headers(body, token), **dict.fromkeys(PLUGIN_ONLY_EXTRA)},
                 extra_options={"check_response": False, "timeout": 30},
             )  # fmt: skip
 

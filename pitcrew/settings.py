@@ -77,7 +77,14 @@ class Settings(BaseSettings):
     scrape_interval_s: int = Field(5, ge=1, description="Prometheus scrape and rule evaluation interval.")
 
     webhook_token: SecretStr = Field(
-        SecretStr(""), description="Bearer token the alert webhook requires; generated into <home> if empty."
+        SecretStr(""),
+        description="Bearer token of Alertmanager (and the pitcrew_watch poller) at the alert webhook: "
+        "Alertmanager-format bodies only; generated into <secrets> if empty.",
+    )
+    grafana_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token of Grafana at the alert webhook: signed Grafana-format bodies only, so a "
+        "leaked webhook token cannot send them; generated into <secrets> if empty.",
     )
     webhook_hmac_secret: SecretStr = Field(
         SecretStr(""), description="HMAC-SHA256 secret for signed webhook bodies; generated if empty."

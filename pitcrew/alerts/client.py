@@ -55,12 +55,14 @@ def alertmanager_body(entries: Sequence[dict[str, Any]], *, receiver: str = "pit
     return json.dumps(payload).encode()
 
 
-def auth_headers(body: bytes, token: str, hmac_secret: str | None = None, *, timestamped: bool = True) -> dict[str, str]:
-    """Bearer token, and Grafana-style signature headers when a secret is given."""
+def auth_headers(body: bytes, token: str, hmac_secret: str | None = None) -> dict[str, str]:
+    """Bearer token, and Grafana-style signature headers when a secret is given.
+
+    The signature is always timestamped: the webhook refuses one without a timestamp (it would never expire).
+    """
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if hmac_secret:
-        timestamp = str(int(time.time())) if timestamped else None
+        timestamp = str(int(time.time()))
         headers[SIGNATURE_HEADER] = sign_body(hmac_secret, body, timestamp)
-        if timestamp is not None:
-            headers[TIMESTAMP_HEADER] = timestamp
+        headers[TIMESTAMP_HEADER] = timestamp
     return headers

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pitcrew.alerts.errors import PayloadError
 
@@ -32,8 +32,9 @@ class AlertmanagerAlert(_Strict):
     status: Status
     labels: _Labels
     annotations: _Labels = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
+    # Aware only: a naive time means nothing across machines, and later steps compare it with aware ones.
+    startsAt: AwareDatetime
+    endsAt: AwareDatetime | None = None
     generatorURL: str = ""
     fingerprint: str = Field(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_-]+$")
 
@@ -122,17 +123,25 @@ def _to_alerts(alerts: list[AlertmanagerAlert], source: str) -> list[Alert]:
     ]
 
 
-def _first_error(exc: ValidationError) -> str:
+#: Validation errors that make the request itself malformed (HTTP 400) rather than a schema mismatch (422).
+_BAD_REQUEST_ERRORS = frozenset({"timezone_aware"})
+
+
+def _first_error(exc: ValidationError) -> tuple[str, int]:
+    """The first error, as ``"<field path>: <message>"``, and its HTTP status."""
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in err["loc"]) or "body"
-    return f"{where}: {err['msg']}"
+    message = f"{where}: {err['msg']}"
+    if err["type"] == "timezone_aware":
+        message += " (the timestamp has no timezone: end it with 'Z' or an offset such as '+00:00')"
+    return message, 400 if err["type"] in _BAD_REQUEST_ERRORS else 422
 
 
 def parse_payload(body: bytes) -> tuple[str, list[Alert]]:
     """Detect the format of a webhook body and return ``(format, alerts)``.
 
-    :raises PayloadError: status 400 for a body that is not a JSON object, 422 for a wrong schema or an
-        unknown version; the message names the field.
+    :raises PayloadError: status 400 for a body that is not a JSON object or a timestamp without a
+        timezone, 422 for a wrong schema or an unknown version; the message names the field.
     """
     try:
         data = json.loads(body)
@@ -154,7 +163,8 @@ def parse_payload(body: bytes) -> tuple[str, list[Alert]]:
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        raise PayloadError(f"invalid {fmt} payload: {_first_error(exc)}") from None
+        message, status = _first_error(exc)
+        raise PayloadError(f"invalid {fmt} payload: {message}", status=status) from None
     source = fmt
     if fmt == "alertmanager" and parsed.receiver == WATCH_RECEIVER:
         source = WATCH_RECEIVER

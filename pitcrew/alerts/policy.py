@@ -55,6 +55,30 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+#: ``GET /pitcrew/metrics`` reads these per-(source, model, decision) counters instead of grouping the
+#: events table, which grows with every alert ever received: a scrape costs the same after a year. The
+#: trigger counts each event in the transaction that inserts it, whoever inserts it (an API-server worker
+#: still running older code included). The migration counts the events recorded before it, once: it runs
+#: under the write lock, and the trigger's existence marks it done.
+_COUNTS_TRIGGER = "events_count_decision"
+_COUNTS_MIGRATION = (
+    """CREATE TABLE IF NOT EXISTS decision_counts (
+        source TEXT NOT NULL,
+        model TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (source, model, decision)
+    ) WITHOUT ROWID""",
+    "DELETE FROM decision_counts",
+    "INSERT INTO decision_counts (source, model, decision, count)"
+    " SELECT source, COALESCE(model, ''), decision, COUNT(*) FROM events GROUP BY 1, 2, 3",
+    f"""CREATE TRIGGER {_COUNTS_TRIGGER} AFTER INSERT ON events BEGIN
+        INSERT INTO decision_counts (source, model, decision, count)
+        VALUES (NEW.source, COALESCE(NEW.model, ''), NEW.decision, 1)
+        ON CONFLICT (source, model, decision) DO UPDATE SET count = count + 1;
+    END""",
+)
+
 
 class Decision(StrEnum):
     TRIGGERED = "triggered"
@@ -98,6 +122,23 @@ class AlertPolicy:
         )
         self._connect = self.state.connect
         self._transaction = self.state.transaction
+        self._migrate_counts()
+
+    def _migrate_counts(self) -> None:
+        def done(db: sqlite3.Connection) -> bool:
+            sql = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?"
+            return db.execute(sql, (_COUNTS_TRIGGER,)).fetchone() is not None
+
+        conn = self._connect()
+        try:
+            if done(conn):  # the usual case: no write lock taken
+                return
+        finally:
+            conn.close()
+        with self._transaction() as db:
+            if not done(db):  # another process may have migrated while this one waited for the lock
+                for statement in _COUNTS_MIGRATION:
+                    db.execute(statement)
 
     # ---------------------------------------------------------------------------------------------
     def reserve(
@@ -177,12 +218,13 @@ class AlertPolicy:
 
     # ---------------------------------------------------------------------------------------------
     def decision_counts(self) -> dict[tuple[str, str, str], int]:
-        """``(source, model, decision) -> count`` over all recorded alerts, for the metrics endpoint."""
+        """``(source, model, decision) -> count`` over all recorded alerts, for the metrics endpoint.
+
+        Read from the counters the insert trigger keeps (one row per combination), not from the events.
+        """
         conn = self._connect()
         try:
-            rows = conn.execute(
-                "SELECT source, COALESCE(model, ''), decision, COUNT(*) FROM events GROUP BY 1, 2, 3"
-            ).fetchall()
+            rows = conn.execute("SELECT source, model, decision, count FROM decision_counts").fetchall()
         finally:
             conn.close()
         return {(s, m, d): n for s, m, d, n in rows}

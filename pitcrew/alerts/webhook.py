@@ -1,7 +1,8 @@
 """The FastAPI app behind ``/pitcrew`` on the Airflow API server: alerts, feedback labels, health, metrics.
 
 Airflow's auth does not cover plugin apps, so ``POST /alerts`` and ``POST /feedback`` authenticate callers
-themselves (bearer token, and an HMAC signature of the body when one is sent; see :mod:`pitcrew.alerts.auth`).
+themselves (see :mod:`pitcrew.alerts.auth`). On ``/alerts`` the bearer token names the sender: Alertmanager's
+token sends Alertmanager bodies, Grafana's token sends Grafana bodies signed with a timestamp.
 Feedback may have a token of its own, so a labelling system never holds the token that starts runs. Status codes are the contract the
 senders act on: 401 auth, 400/422 bad body, 413 too large, 503 retry later (Alertmanager and Grafana
 retry 5xx, so an alert is not lost when Airflow's database is briefly locked); nothing but a bug is a 500.
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.inference_log import InferenceLogError
-from pitcrew.alerts.auth import check_bearer, check_signature
+from pitcrew.alerts.auth import check_bearer, check_signature, identify_sender
 from pitcrew.alerts.errors import (
     AuthError,
     PayloadError,
@@ -47,10 +48,30 @@ RETRY_AFTER_S = 5
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    token: str
+    token: str  # Alertmanager's (and the pitcrew_watch poller's): Alertmanager-format bodies only
     hmac_secret: str
     metrics_dir: Path
     feedback_token: str = ""  # empty: feedback takes the alert webhook's token
+    grafana_token: str = ""  # Grafana's: signed Grafana-format bodies only; empty: the Grafana path is closed
+
+    def sender_tokens(self) -> dict[str, str]:
+        """``sender -> token`` for :func:`~pitcrew.alerts.auth.identify_sender`."""
+        # A Grafana token equal to Alertmanager's would make that one token good for both formats again;
+        # the Grafana path stays closed instead, and Alertmanager's keeps working.
+        grafana = "" if self.grafana_token == self.token else self.grafana_token
+        return {"alertmanager": self.token, "grafana": grafana}
+
+
+def _check_sender(sender: str, fmt: str, cfg: WebhookConfig) -> None:
+    """Refuse a body whose format is not the one its token's sender sends (:mod:`pitcrew.alerts.auth`)."""
+    if sender == fmt:
+        return
+    if fmt == "grafana":
+        message = "a Grafana-format body needs Grafana's token, not Alertmanager's"
+        if not cfg.sender_tokens()["grafana"]:
+            message += "; the Grafana path is closed: no grafana_token (distinct from the webhook token) configured"
+        raise AuthError(message)
+    raise AuthError("Grafana's token sends Grafana-format bodies only; this one is Alertmanager-format")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -112,7 +133,7 @@ def create_app(
     async def receive_alerts(request: Request) -> Response:
         cfg = config()
         try:
-            check_bearer(request.headers.get("authorization"), cfg.token)
+            sender = identify_sender(request.headers.get("authorization"), cfg.sender_tokens())
         except AuthError as exc:
             return refuse("auth", 401, str(exc), {"WWW-Authenticate": "Bearer"})
         try:
@@ -120,10 +141,10 @@ def create_app(
         except PayloadTooLarge as exc:
             return refuse("too_large", 413, str(exc))
         try:
-            signed = check_signature(request.headers, body, cfg.hmac_secret, required=False)
+            # Grafana's path needs its token and a signature; Alertmanager cannot sign (one it sends is checked).
+            check_signature(request.headers, body, cfg.hmac_secret, required=sender == "grafana")
             fmt, alerts = parse_payload(body)
-            if fmt == "grafana" and not signed:
-                raise AuthError("Grafana payloads must be signed (configure the contact point's HMAC secret)")
+            _check_sender(sender, fmt, cfg)
         except AuthError as exc:
             return refuse("auth", 401, str(exc), {"WWW-Authenticate": "Bearer"})
         except PayloadError as exc:

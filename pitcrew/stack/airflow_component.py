@@ -21,10 +21,14 @@ from pitcrew.stack.base import (
     Process,
     StackError,
     base_env,
+    create_private,
+    grafana_token,
     http_health,
+    private_dir,
     stack_secret,
     venv_bin,
-    write_private,
+    webhook_hmac_secret,
+    webhook_token,
 )  # fmt: skip
 from pitcrew.stack.topology import AIRFLOW_PROCESSES
 
@@ -41,7 +45,7 @@ SIMPLE_AUTH_MANAGER_USERS = "admin:admin,approver:op,operator:op,viewer:viewer,p
 EXTRA_ARGS = {"triggerer": ("--skip-serve-logs",)}
 
 
-SECRET_SETTINGS = ("PITCREW_WEBHOOK_TOKEN", "PITCREW_WEBHOOK_HMAC_SECRET")
+SECRET_SETTINGS = ("PITCREW_WEBHOOK_TOKEN", "PITCREW_GRAFANA_TOKEN", "PITCREW_WEBHOOK_HMAC_SECRET")
 
 
 def passwords_file(settings: Settings) -> Path:
@@ -116,7 +120,8 @@ def _fernet_key(settings: Settings) -> str:
         from cryptography.fernet import Fernet
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, Fernet.generate_key().decode())
+        # Two processes starting at once must not encrypt with different keys: the first file written wins.
+        return create_private(path, Fernet.generate_key().decode()).strip()
     return path.read_text().strip()
 
 
@@ -138,7 +143,12 @@ def airflow_admin_password(settings: Settings) -> str:
 
 def run_airflow_init(settings: Settings, env: dict[str, str], cwd: Path) -> None:
     """`pitcrew airflow-init` under the stack's Airflow environment: the same code compose's init runs."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    # The Airflow home holds airflow.db (connections, the webhook's included) and the users' passwords.
+    private_dir(cwd)
+    # Airflow's processes read the webhook secrets from the secrets folder only (SECRET_SETTINGS): write
+    # the values configured here into it first, so airflow-init's connection carries them.
+    for secret in (webhook_token, grafana_token, webhook_hmac_secret):
+        secret(settings)
     result = subprocess.run(
         [str(venv_bin() / "pitcrew"), "airflow-init"], env=env, cwd=cwd, capture_output=True, text=True,
         timeout=900,
@@ -157,6 +167,7 @@ def airflow_component(settings: Settings, env_for: Callable[[Settings], dict[str
 
     def processes() -> list[Process]:
         env = env_for(settings)
+        private_dir(home)
         return [
             Process(f"airflow-{sub}", [str(venv_bin() / "airflow"), sub, *EXTRA_ARGS.get(sub, ())], env, home)
             for sub in AIRFLOW_PROCESSES

@@ -9,8 +9,9 @@ run it again after an upgrade and it migrates, then leaves what exists alone.
 2. ``airflow db migrate``.
 3. Pools (:data:`pitcrew.stack.topology.POOLS`).
 4. Passwords of the simple auth manager's users, in a 0600 file.
-5. The ``pitcrew_webhook`` connection, whose password is the webhook token read from the secrets folder,
-   so the token never travels in an environment variable or a command line; the ``pitcrew_airflow_api``
+5. The ``pitcrew_webhook`` connection, whose password is the webhook token read from the secrets folder
+   (extra: the HMAC secret and Grafana's token, which the webhook plugin reads), so no token travels in
+   an environment variable or a command line; the ``pitcrew_airflow_api``
    connection (the REST API as the read-only service user ``pitcrew``, when the simple auth manager's
    passwords file has it); and a check that the Hooks' other connections resolve.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from pitcrew.models_file import load_models_file
 from pitcrew.settings import Settings
-from pitcrew.stack.base import StackError, webhook_hmac_secret, webhook_token, write_private
+from pitcrew.stack.base import StackError, grafana_token, webhook_hmac_secret, webhook_token, write_private
 from pitcrew.stack.topology import CONNECTION_IDS, POOLS
 
 WEBHOOK_CONN_ID = "pitcrew_webhook"
@@ -91,7 +92,8 @@ def _upsert_connection(wanted) -> None:
 
 
 def ensure_webhook_connection(settings: Settings) -> None:
-    """The alert webhook the watch DAG posts to; its bearer token is the password (docs/design.md)."""
+    """The alert webhook the watch DAG posts to; its bearer token (Alertmanager's) is the password, the plugin
+    reads the HMAC secret and Grafana's token from the extra (docs/design.md)."""
     from urllib.parse import urlsplit
 
     from airflow.models.connection import Connection
@@ -99,7 +101,9 @@ def ensure_webhook_connection(settings: Settings) -> None:
     url = urlsplit(settings.airflow_task_url)
     _upsert_connection(Connection(
         conn_id=WEBHOOK_CONN_ID, conn_type="http", host=url.hostname, port=url.port, schema=url.scheme,
-        password=webhook_token(settings), extra=json.dumps({"hmac_secret": webhook_hmac_secret(settings)}),
+        password=webhook_token(settings),
+        extra=json.dumps({"hmac_secret": webhook_hmac_secret(settings),
+                          "grafana_token": grafana_token(settings)}),
     ))  # fmt: skip
 
 
@@ -138,7 +142,8 @@ def missing_connections() -> list[str]:
 
 def ensure_passwords(path: Path, users: str) -> list[str]:
     """Add a generated password for each user of ``name:role,...`` that has none; return who got one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # A folder it creates is the owner's alone (the embedded stack's is the Airflow home, with airflow.db).
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     current = json.loads(path.read_text()) if path.exists() else {}
     added = []
     for spec in filter(None, (u.strip() for u in users.split(","))):

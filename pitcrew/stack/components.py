@@ -30,6 +30,7 @@ from pitcrew.stack.base import (
     Process,
     StackError,
     base_env,
+    grafana_token,
     http_health,
     stack_secret,
     venv_bin,
@@ -41,8 +42,8 @@ from pitcrew.stack.base import (
 __all__ = [
     "AIRFLOW_PROCESSES", "Component", "Health", "Process", "StackError", "airflow_admin_password",
     "airflow_component", "airflow_env", "airflow_password", "all_components", "alertmanager_component",
-    "base_env", "mlflow_component", "pager_receivers", "pager_secret_files", "prometheus_component",
-    "stack_secret", "triton_component", "venv_bin", "webhook_hmac_secret", "webhook_token",
+    "base_env", "grafana_token", "mlflow_component", "pager_receivers", "pager_secret_files",
+    "prometheus_component", "stack_secret", "triton_component", "venv_bin", "webhook_hmac_secret", "webhook_token",
 ]  # fmt: skip
 
 

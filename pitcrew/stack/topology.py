@@ -133,6 +133,7 @@ SECRET_NAMES = (
     "postgres_password",
     "redis_password",
     "webhook_token",
+    "grafana_token",
     "webhook_hmac_secret",
 )
 

@@ -22,7 +22,7 @@ from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
 from pitcrew.alerts.fingerprint import labels_fingerprint
 from pitcrew.demo import write_fast_deploy
 from pitcrew.settings import REPO_ROOT, Settings
-from pitcrew.stack.components import airflow_admin_password, webhook_hmac_secret, webhook_token
+from pitcrew.stack.components import airflow_admin_password, grafana_token, webhook_hmac_secret, webhook_token
 from tests.alert_stack import write_dags_folder, write_models_file
 from tests.stack_fixtures import make_settings, running_stack
 from tests.unit.test_alerts_payloads import GRAFANA_EXAMPLE
@@ -36,15 +36,19 @@ DAG_ID = "pitcrew_maintenance_textclf"
 class AlertStack:
     settings: Settings
     api: AirflowApi
-    token: str
+    token: str  # Alertmanager's
     secret: str
+    grafana_token: str
 
     @property
     def webhook(self) -> str:
         return f"{self.settings.airflow_url}/pitcrew/alerts"
 
-    def post(self, body: bytes, *, signed: bool = False, headers: dict[str, str] | None = None) -> httpx.Response:
-        hdrs = headers if headers is not None else auth_headers(body, self.token, self.secret if signed else None)
+    def post(
+        self, body: bytes, *, signed: bool = False, headers: dict[str, str] | None = None, token: str | None = None
+    ) -> httpx.Response:
+        token = self.token if token is None else token
+        hdrs = headers if headers is not None else auth_headers(body, token, self.secret if signed else None)
         return httpx.post(self.webhook, content=body, headers=hdrs, timeout=30)
 
     def runs(self) -> list[dict]:
@@ -64,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertStack]:
     with running_stack(settings, only=("airflow", "alertmanager", "prometheus")):
         api = AirflowApi(settings.airflow_url, "admin", airflow_admin_password(settings))
         api.wait_for_dag(DAG_ID)
-        yield AlertStack(settings, api, webhook_token(settings), webhook_hmac_secret(settings))
+        yield AlertStack(settings, api, webhook_token(settings), webhook_hmac_secret(settings), grafana_token(settings))
 
 
 def _wait(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
@@ -119,10 +123,30 @@ def test_prometheus_rule_fires_through_alertmanager_and_queues_one_run(stack: Al
 
 def test_grafana_documented_example_is_accepted(stack: AlertStack) -> None:
     body = json.dumps(GRAFANA_EXAMPLE).encode()
-    response = stack.post(body, signed=True)
+    response = stack.post(body, signed=True, token=stack.grafana_token)
     assert response.status_code == 200, response.text
     assert response.json()["format"] == "grafana"
-    assert stack.post(body, signed=False).status_code == 401
+    assert stack.post(body, signed=False, token=stack.grafana_token).status_code == 401
+
+
+def test_each_token_sends_its_own_senders_format_only(stack: AlertStack) -> None:
+    """The plugin's tokens come from the pitcrew_webhook connection `pitcrew airflow-init` wrote."""
+    assert stack.grafana_token != stack.token
+    grafana = json.dumps(GRAFANA_EXAMPLE).encode()
+    refused = stack.post(grafana, signed=True)  # Alertmanager's token, even with a valid signature
+    assert refused.status_code == 401 and "needs Grafana's token" in refused.json()["error"]
+    alertmanager = alertmanager_body([alert_entry({"alertname": "Unrouted", "case": "tokens"})])
+    assert stack.post(alertmanager, token=stack.grafana_token).status_code == 401
+    assert stack.post(alertmanager, signed=True, token=stack.grafana_token).status_code == 401
+    assert stack.post(alertmanager).status_code == 200
+
+
+def test_timezone_less_alert_time_is_400(stack: AlertStack) -> None:
+    data = json.loads(alertmanager_body([alert_entry({"alertname": "Unrouted", "case": "naive"})]))
+    data["alerts"][0]["startsAt"] = "2026-03-01T12:00:00"
+    response = stack.post(json.dumps(data).encode())
+    assert response.status_code == 400
+    assert "alerts.0.startsAt" in response.json()["error"] and "timezone" in response.json()["error"]
 
 
 def test_hundred_concurrent_posts_start_exactly_one_run(stack: AlertStack) -> None:

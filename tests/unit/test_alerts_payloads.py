@@ -151,3 +151,21 @@ class TestParsePayload:
         alert = {**ALERTMANAGER_EXAMPLE["alerts"][0], "fingerprint": "../../etc"}
         with pytest.raises(PayloadError, match="fingerprint"):
             parse_payload(_body({**ALERTMANAGER_EXAMPLE, "alerts": [alert]}))
+
+    @pytest.mark.parametrize(
+        ("example", "field"),
+        [(ALERTMANAGER_EXAMPLE, "startsAt"), (ALERTMANAGER_EXAMPLE, "endsAt"), (GRAFANA_EXAMPLE, "startsAt")],
+    )
+    def test_timezone_less_time_is_400_naming_the_field(self, example: dict, field: str) -> None:
+        # A naive time is ambiguous across machines, and later steps compare alert times with aware ones.
+        alert = {**example["alerts"][0], field: "2026-11-22T00:10:03.123456"}
+        with pytest.raises(PayloadError) as info:
+            parse_payload(_body({**example, "alerts": [alert]}))
+        assert info.value.status == 400
+        assert f"alerts.0.{field}: Input should have timezone info" in str(info.value)
+
+    @pytest.mark.parametrize("stamp", ["2026-11-22T00:10:03+05:30", "2026-11-22T00:10:03.5-07:00", 1_700_000_000])
+    def test_times_with_a_timezone_are_accepted(self, stamp: object) -> None:
+        alert = {**ALERTMANAGER_EXAMPLE["alerts"][0], "startsAt": stamp}
+        _, (parsed,) = parse_payload(_body({**ALERTMANAGER_EXAMPLE, "alerts": [alert]}))
+        assert parsed.starts_at.utcoffset() is not None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import requests
 from fastapi.testclient import TestClient
 
 from operators.watch_operators import AlertWebhookOperator, PrometheusFindingsOperator
@@ -24,6 +25,7 @@ from pitcrew.alerts.watch import (
     merge_findings,
 )
 from pitcrew.settings import REPO_ROOT
+from tests.unit.operator_context import context_for, in_dag
 from tests.unit.test_webhook import TOKEN, RecordingTrigger, _make
 
 LABELS = {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"}
@@ -174,3 +176,34 @@ class TestWatchDag:
         source = path.read_text()
         assert "http://" not in source and "127.0.0.1" not in source
         json.dumps(dag.params.dump())
+
+
+class TestOperatorPostsOnlyItsOwnCredential:
+    def test_plugin_secrets_of_the_connection_never_travel_as_headers(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The pitcrew_webhook connection as `pitcrew airflow-init` writes it: the extra holds secrets only the
+        # plugin reads, which HttpHook would send as headers along with the poller's Alertmanager bodies.
+        extra = {"hmac_secret": "the-hmac-secret", "grafana_token": "grafanas-own-token"}
+        conn = {"conn_type": "http", "host": "127.0.0.1", "port": 9, "password": TOKEN, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_PITCREW_WEBHOOK", json.dumps(conn))
+        trigger = RecordingTrigger()
+        app, _ = _make(tmp_path, trigger)
+        client = TestClient(app)
+        sent: list[dict[str, str]] = []
+
+        def send(session: requests.Session, prepared: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+            # What HttpHook would put on the wire, answered by the real webhook app.
+            sent.append(dict(prepared.headers))
+            answer = client.post("/alerts", content=prepared.body, headers=dict(prepared.headers))
+            response = requests.Response()
+            response.status_code, response._content = answer.status_code, answer.content
+            return response
+
+        monkeypatch.setattr(requests.Session, "send", send)
+        task = in_dag(lambda: AlertWebhookOperator(task_id="forward", entries=[alert_entry(LABELS)]))
+        (outcome,) = task.execute(context_for(task))
+        assert outcome["decision"] == "triggered"  # the webhook token alone still carries the poller's posts
+        (headers,) = sent
+        assert headers["Authorization"] == f"Bearer {TOKEN}"
+        assert not [name for name, value in headers.items() if any(v in value for v in extra.values())], headers

@@ -160,6 +160,24 @@ def test_grafana_gets_what_its_provisioning_reads(compose: dict) -> None:
     assert wanted and wanted <= provided
 
 
+def test_grafana_and_alertmanager_hold_different_webhook_tokens(compose: dict) -> None:
+    # One leaked token opens one sender's path only (pitcrew.alerts.auth): Grafana never sees Alertmanager's.
+    services = compose["services"]
+    grafana = services["grafana"]
+    secrets = {s if isinstance(s, str) else s["source"] for s in grafana["secrets"]}
+    assert "grafana_token" in secrets and "webhook_token" not in secrets
+    assert 'PITCREW_GRAFANA_TOKEN="$$(cat /run/secrets/grafana_token)"' in " ".join(grafana["entrypoint"])
+    points = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/alerting/contact_points.yml").read_text())
+    (webhook,) = [r for p in points["contactPoints"] for r in p["receivers"] if r["type"] == "webhook"]
+    assert webhook["settings"]["authorization_credentials"] == "${PITCREW_GRAFANA_TOKEN}"
+    assert webhook["settings"]["hmacConfig"]["timestampHeader"]  # the webhook refuses untimestamped signatures
+    alertmanager = {s if isinstance(s, str) else s["source"] for s in services["alertmanager"]["secrets"]}
+    assert alertmanager == {"webhook_token"}
+    for name in ("airflow-init", "airflow-api-server"):  # airflow-init writes it, the plugin reads it
+        mounted = {s if isinstance(s, str) else s["source"] for s in services[name]["secrets"]}
+        assert {"webhook_token", "grafana_token", "webhook_hmac_secret"} <= mounted, name
+
+
 def test_mounted_configs_are_valid() -> None:
     promtool = subprocess.run(
         [

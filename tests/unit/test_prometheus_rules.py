@@ -131,7 +131,7 @@ class TestGrafanaProvisioning:
         assert settings["hmacConfig"]["secret"] == "${PITCREW_WEBHOOK_HMAC_SECRET}"
         assert settings["hmacConfig"]["header"].lower() == "x-grafana-alerting-signature"
         assert settings["hmacConfig"]["timestampHeader"].lower() == "x-grafana-alerting-timestamp"
-        assert settings["authorization_credentials"] == "${PITCREW_WEBHOOK_TOKEN}"
+        assert settings["authorization_credentials"] == "${PITCREW_GRAFANA_TOKEN}"  # Grafana's own, not Alertmanager's
 
     def test_datasource_uid_matches_dashboard_and_rules(self) -> None:
         (source,) = yaml.safe_load((self.GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())[

@@ -40,6 +40,15 @@ def test_writes_every_file_0600_in_a_0700_folder(tmp_path: Path, loose_umask: No
     assert check_secret_files(folder) == []
 
 
+def test_grafana_has_a_token_of_its_own(tmp_path: Path) -> None:
+    # Grafana's contact point must not hold Alertmanager's token (pitcrew.alerts.auth): a separate file.
+    assert "grafana_token" in SECRET_NAMES  # the Airflow services read it too (the webhook plugin)
+    written = {p.name for p in write_secret_files(tmp_path)}
+    assert {"webhook_token", "grafana_token"} <= written
+    assert (tmp_path / "grafana_token").read_text() != (tmp_path / "webhook_token").read_text()
+    assert len((tmp_path / "grafana_token").read_text()) >= 32
+
+
 def test_an_existing_open_folder_is_closed(tmp_path: Path) -> None:
     folder = tmp_path / "secrets"
     folder.mkdir(mode=0o755)

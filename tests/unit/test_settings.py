@@ -38,14 +38,17 @@ class TestSettings:
 
     def test_as_env_round_trips(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """Child processes read the settings back from the environment as_env() writes."""
-        settings = Settings(home=tmp_path, airflow_port=31000, webhook_token="s3cret")
+        settings = Settings(home=tmp_path, airflow_port=31000, webhook_token="s3cret", grafana_token="gr4fana")
         env = settings.as_env()
         assert env["PITCREW_AIRFLOW_PORT"] == "31000"
         assert env["PITCREW_WEBHOOK_TOKEN"] == "s3cret"
+        assert env["PITCREW_GRAFANA_TOKEN"] == "gr4fana"
         rebuilt = _from_env(monkeypatch, env)
         assert rebuilt.airflow_port == 31000
         assert rebuilt.home_dir == tmp_path.resolve()
         assert rebuilt.webhook_token.get_secret_value() == "s3cret"
+        assert rebuilt.grafana_token.get_secret_value() == "gr4fana"
+        assert "gr4fana" not in repr(rebuilt)  # a secret, never printed
         assert rebuilt.shared_dirs == []
 
     def test_shared_dirs_round_trip_as_json(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import json
 import os
 import socket
+import stat
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,12 +16,13 @@ import yaml
 
 from pitcrew.settings import Settings
 from pitcrew.stack import airflow_component as airflow_component_module
-from pitcrew.stack import components
+from pitcrew.stack import airflow_init, base, components
 from pitcrew.stack.components import (
     AIRFLOW_PROCESSES,
     StackError,
     airflow_env,
     alertmanager_config,
+    grafana_token,
     prepare_triton_backends,
     prometheus_config,
     triton_env,
@@ -89,15 +95,49 @@ class TestConfigs:
         assert TritonHook().params["url"] == settings.triton_http_url
         assert TritonHook().params["repository"] == settings.repository_dir
 
-    def test_webhook_secrets_never_travel_in_the_environment(self, settings: Settings) -> None:
+    @pytest.mark.parametrize("configured", [False, True])
+    def test_webhook_secrets_never_travel_in_the_environment(self, tmp_path: Path, configured: bool) -> None:
         """`pitcrew airflow-init` writes the pitcrew_webhook connection into the metadata DB instead."""
+        given = {"webhook_token": "am-tok", "grafana_token": "gf-tok", "webhook_hmac_secret": "hm"}
+        settings = Settings(home=tmp_path / "home", **(given if configured else {}))
         env = airflow_env(settings)
         assert "AIRFLOW_CONN_PITCREW_WEBHOOK" not in env
-        token = webhook_token(settings)
-        hmac_secret = webhook_hmac_secret(settings)
+        secrets = {"webhook token": webhook_token(settings), "Grafana token": grafana_token(settings),
+                   "HMAC secret": webhook_hmac_secret(settings)}  # fmt: skip
         for name, value in env.items():
-            assert token not in value, f"the webhook token is in {name}"
-            assert hmac_secret not in value, f"the webhook HMAC secret is in {name}"
+            for what, secret in secrets.items():
+                assert secret not in value, f"the {what} is in {name}"
+
+    def test_prepare_writes_configured_secrets_before_airflow_init(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Airflow's processes read the secrets folder only: airflow-init's connection must carry the
+        # values configured where the stack was started.
+        settings = Settings(home=tmp_path / "home", webhook_token="am-tok", grafana_token="gf-tok",
+                            webhook_hmac_secret="hm")  # fmt: skip
+        seen: dict[str, str] = {}
+
+        def fake_run(argv, **kwargs):
+            seen.update({n: (settings.secrets_path / n).read_text() for n in ("webhook_token", "grafana_token",
+                                                                               "webhook_hmac_secret")})  # fmt: skip
+            return subprocess.CompletedProcess(argv, 0, "ok", "")
+
+        monkeypatch.setattr(airflow_component_module.subprocess, "run", fake_run)
+        components.airflow_component(settings).prepare()
+        assert seen == {"webhook_token": "am-tok", "grafana_token": "gf-tok", "webhook_hmac_secret": "hm"}
+
+    def test_webhook_connection_carries_grafanas_token_in_its_extra(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        written = []
+        monkeypatch.setattr(airflow_init, "_upsert_connection", written.append)
+        airflow_init.ensure_webhook_connection(settings)
+        (conn,) = written
+        assert conn.conn_id == "pitcrew_webhook" and conn.password == webhook_token(settings)
+        assert json.loads(conn.extra) == {
+            "hmac_secret": webhook_hmac_secret(settings), "grafana_token": grafana_token(settings)
+        }
+        assert grafana_token(settings) != webhook_token(settings)
 
     def test_only_the_triggerer_skips_serving_logs(self, settings: Settings) -> None:
         procs = {p.name: p for p in components.airflow_component(settings).processes()}
@@ -134,6 +174,96 @@ class TestConfigs:
         monkeypatch.setattr(airflow_component_module.subprocess, "run", fake_run)
         with pytest.raises(StackError, match=r"(?s)`pitcrew airflow-init` failed.*models outside"):
             components.airflow_component(settings).prepare()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _slow_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every generated secret is unique and takes a while: concurrent generators overlap for sure."""
+    counter = iter(range(1_000_000))
+
+    def token(nbytes: int) -> str:
+        time.sleep(0.05)
+        return f"{os.getpid()}-{threading.get_ident()}-{next(counter)}"
+
+    monkeypatch.setattr(base.secrets, "token_urlsafe", token)
+
+
+def _generate(home: str) -> str:
+    return base.stack_secret(Settings(home=Path(home)), "race")
+
+
+class TestSecretFiles:
+    def test_concurrent_threads_agree_on_one_secret(self, tmp_path: Path, monkeypatch, loose_umask) -> None:
+        _slow_generator(monkeypatch)
+        with ThreadPoolExecutor(8) as pool:
+            values = list(pool.map(_generate, [str(tmp_path)] * 8))
+        assert len(set(values)) == 1, values
+        secrets_dir = Settings(home=tmp_path).secrets_path
+        assert (secrets_dir / "race").read_text() == values[0]
+        assert [p.name for p in secrets_dir.iterdir()] == ["race"]  # no temporary file left behind
+        assert _mode(secrets_dir / "race") == 0o600
+
+    def test_concurrent_processes_agree_on_one_secret(self, tmp_path: Path, monkeypatch, loose_umask) -> None:
+        import multiprocessing
+
+        _slow_generator(monkeypatch)  # inherited by the forked workers
+        with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as pool:
+            values = list(pool.map(_generate, [str(tmp_path)] * 4))
+        assert len(set(values)) == 1, values
+        secrets_dir = Settings(home=tmp_path).secrets_path
+        assert [p.name for p in secrets_dir.iterdir()] == ["race"]
+        assert _mode(secrets_dir / "race") == 0o600
+
+    def test_a_configured_value_never_lands_in_a_file_others_opened(self, tmp_path: Path, loose_umask) -> None:
+        # A secret file left readable (an older version, a copy): whoever opened it then must not read
+        # the new value through that descriptor; the value goes into a new 0600 file renamed over it.
+        settings = Settings(home=tmp_path, webhook_token="new-token")
+        path = settings.secrets_path / "webhook_token"
+        path.parent.mkdir(parents=True)
+        path.write_text("old-token")
+        path.chmod(0o644)
+        with path.open() as opened_while_readable:
+            assert webhook_token(settings) == "new-token"
+            assert opened_while_readable.read() == "old-token"
+        assert path.read_text() == "new-token" and _mode(path) == 0o600
+        assert [p.name for p in path.parent.iterdir()] == ["webhook_token"]
+
+    def test_write_private_is_0600_whatever_the_umask(self, tmp_path: Path) -> None:
+        old = os.umask(0)
+        try:
+            base.write_private(tmp_path / "f", "x")
+            assert base.create_private(tmp_path / "g", "y") == "y"
+            assert base.create_private(tmp_path / "g", "z") == "y"  # never overwrites
+        finally:
+            os.umask(old)
+        assert _mode(tmp_path / "f") == _mode(tmp_path / "g") == 0o600
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "g"]
+
+    def test_airflow_home_is_the_owners_alone(self, settings: Settings, monkeypatch, loose_umask) -> None:
+        # It holds airflow.db (the connections, the webhook's tokens among them) and passwords.json.
+        home = settings.home_dir / "airflow"
+        components.airflow_component(settings).processes()
+        assert _mode(home) == 0o700
+        home.chmod(0o755)  # created open by an older version: closed at the next start
+        monkeypatch.setattr(airflow_component_module.subprocess, "run",
+                            lambda argv, **kw: subprocess.CompletedProcess(argv, 0, "", ""))  # fmt: skip
+        components.airflow_component(settings).prepare()
+        assert _mode(home) == 0o700
+
+    def test_passwords_file_folder_is_created_private(self, tmp_path: Path, loose_umask) -> None:
+        path = tmp_path / "state" / "airflow" / "passwords.json"
+        airflow_init.ensure_passwords(path, "admin:admin")
+        assert _mode(path.parent) == 0o700 and _mode(path) == 0o600
 
 
 class TestTriton:

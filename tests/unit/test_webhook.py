@@ -25,7 +25,8 @@ from pitcrew.alerts.webhook import MAX_BODY_BYTES, WebhookConfig, create_app
 from pitcrew.settings import REPO_ROOT
 from tests.unit.test_alerts_payloads import ALERTMANAGER_EXAMPLE, GRAFANA_EXAMPLE
 
-TOKEN = "test-token"
+TOKEN = "test-token"  # Alertmanager's
+GRAFANA_TOKEN = "test-grafana-token"
 SECRET = "test-hmac-secret"
 
 
@@ -45,14 +46,16 @@ class RecordingTrigger:
         return run_id
 
 
-def _make(tmp_path: Path, trigger: RecordingTrigger, cap: int = 1000):
+def _make(tmp_path: Path, trigger: RecordingTrigger, cap: int = 1000, grafana_token: str = GRAFANA_TOKEN):
     service = AlertService(
         AlertPolicy(tmp_path / "state.db"),
         load_routes(REPO_ROOT / "deploy" / "alert_routes.yaml"),
         {"textclf": Limits(cooldown_s=3600, max_runs_per_day=cap)},
         trigger,
     )
-    config = WebhookConfig(token=TOKEN, hmac_secret=SECRET, metrics_dir=tmp_path / "metrics")
+    config = WebhookConfig(
+        token=TOKEN, hmac_secret=SECRET, metrics_dir=tmp_path / "metrics", grafana_token=grafana_token
+    )
     return create_app(lambda: config, lambda: service), service
 
 
@@ -119,7 +122,7 @@ class TestAlertsEndpoint:
 
     def test_grafana_documented_example_signed(self, client: TestClient, trigger: RecordingTrigger) -> None:
         body = json.dumps(GRAFANA_EXAMPLE).encode()
-        response = client.post("/alerts", content=body, headers=auth_headers(body, TOKEN, SECRET))
+        response = client.post("/alerts", content=body, headers=auth_headers(body, GRAFANA_TOKEN, SECRET))
         assert response.status_code == 200, response.text
         data = response.json()
         assert data["format"] == "grafana"
@@ -130,16 +133,17 @@ class TestAlertsEndpoint:
     def test_grafana_model_alert_triggers(self, client: TestClient, trigger: RecordingTrigger) -> None:
         alert = {**GRAFANA_EXAMPLE["alerts"][0], "labels": {"alertname": "ModelLowConfidence", "model": "textclf"}}
         body = json.dumps({**GRAFANA_EXAMPLE, "alerts": [alert]}).encode()
-        response = client.post("/alerts", content=body, headers=auth_headers(body, TOKEN, SECRET))
+        response = client.post("/alerts", content=body, headers=auth_headers(body, GRAFANA_TOKEN, SECRET))
         assert response.status_code == 200
         assert len(response.json()["run_ids"]) == 1
         assert trigger.calls[0][2]["alert"]["source"] == "grafana"
 
     def test_grafana_unsigned_is_401(self, client: TestClient, trigger: RecordingTrigger) -> None:
         body = json.dumps(GRAFANA_EXAMPLE).encode()
-        response = client.post("/alerts", content=body, headers=auth_headers(body, TOKEN))
+        response = client.post("/alerts", content=body, headers=auth_headers(body, GRAFANA_TOKEN))
         assert response.status_code == 401
-        assert "signed" in response.json()["error"]
+        assert "missing x-grafana-alerting-signature" in response.json()["error"]
+        assert trigger.calls == []
 
     @pytest.mark.parametrize(
         "headers",
@@ -284,7 +288,10 @@ _alert_like = st.fixed_dictionaries(
         "status": st.sampled_from(["firing", "resolved", "pending", ""]) | _json,
         "labels": st.dictionaries(st.sampled_from(["alertname", "model", "x"]), _label_values | _json, max_size=3),
         "annotations": st.dictionaries(st.text(max_size=5), _label_values, max_size=2) | _json,
-        "startsAt": st.sampled_from(["2026-11-22T00:00:00Z", "0001-01-01T00:00:00Z", "yesterday", ""]) | _json,
+        "startsAt": st.sampled_from(
+            ["2026-11-22T00:00:00Z", "0001-01-01T00:00:00Z", "2026-11-22T00:00:00", "yesterday", ""]
+        )
+        | _json,
         "fingerprint": st.text(max_size=20) | _json,
         "values": _json,
     },
@@ -310,10 +317,12 @@ _bodies = (
 
 class TestFuzz:
     @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(body=_bodies, signed=st.booleans())
-    def test_generated_bodies_never_5xx_and_never_run(self, tmp_path_factory, body: bytes, signed: bool) -> None:
+    @given(body=_bodies, signed=st.booleans(), token=st.sampled_from([TOKEN, GRAFANA_TOKEN]))
+    def test_generated_bodies_never_5xx_and_never_run(
+        self, tmp_path_factory, body: bytes, signed: bool, token: str
+    ) -> None:
         client, trigger = self._client(tmp_path_factory)
-        headers = auth_headers(body, TOKEN, SECRET if signed else None)
+        headers = auth_headers(body, token, SECRET if signed else None)
         response = client.post("/alerts", content=body, headers=headers)
         assert response.status_code < 500, response.text
         if response.status_code != 200:

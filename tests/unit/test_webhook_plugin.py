@@ -30,6 +30,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PITCREW_HOME", str(tmp_path))
     monkeypatch.setenv("PITCREW_WEBHOOK_TOKEN", "settings-token")
     monkeypatch.setenv("PITCREW_WEBHOOK_HMAC_SECRET", "settings-secret")
+    monkeypatch.setenv("PITCREW_GRAFANA_TOKEN", "settings-grafana")
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
@@ -53,11 +54,22 @@ class TestPitcrewWebhookPlugin:
         monkeypatch.setattr(Connection, "get_connection_from_secrets", staticmethod(missing))
         config = plugin._config()
         assert (config.token, config.hmac_secret) == ("settings-token", "settings-secret")
+        assert config.grafana_token == "settings-grafana"
         assert config.metrics_dir == home.resolve() / "metrics"
 
     def test_secrets_from_airflow_connection_win(self, plugin: ModuleType, home: Path, monkeypatch) -> None:
         conn = Connection(conn_id="pitcrew_webhook", conn_type="generic", password="conn-token",
-                          extra='{"hmac_secret": "conn-secret"}')  # fmt: skip
+                          extra='{"hmac_secret": "conn-secret", "grafana_token": "conn-grafana"}')  # fmt: skip
         monkeypatch.setattr(Connection, "get_connection_from_secrets", staticmethod(lambda conn_id: conn))
         config = plugin._config()
         assert (config.token, config.hmac_secret) == ("conn-token", "conn-secret")
+        assert config.grafana_token == "conn-grafana"
+
+    def test_a_connection_without_grafana_token_falls_back_to_settings(
+        self, plugin: ModuleType, home: Path, monkeypatch
+    ) -> None:
+        conn = Connection(conn_id="pitcrew_webhook", conn_type="generic", password="conn-token",
+                          extra='{"hmac_secret": "conn-secret"}')  # fmt: skip
+        monkeypatch.setattr(Connection, "get_connection_from_secrets", staticmethod(lambda conn_id: conn))
+        config = plugin._config()
+        assert (config.token, config.grafana_token) == ("conn-token", "settings-grafana")
