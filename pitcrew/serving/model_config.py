@@ -26,10 +26,18 @@ class ServingOptions:
     runtime: str = "python-onnxruntime"
     max_batch_size: int = 64  # Triton rejects larger batches before the model sees them
     max_queue_delay_us: int = 1000  # dynamic batching waits at most 1 ms to fill a batch
+    preferred_batch_sizes: tuple[int, ...] = ()  # empty: Triton batches whatever is queued, up to max_batch_size
+    #: Instances x intra-op threads <= cores. One instance leaves a core to a version that loads beside it
+    #: in a hot swap (benchmarks/hotswap.py: swap <= protocol + 1 s). For throughput, one single-threaded
+    #: instance per core: two stub processes serve MiniLM up to twice as fast on two free cores, where one
+    #: instance with two ORT threads gains less and on a busy machine loses (benchmarks/serving.py).
     instance_count: int = 1
-    ort_threads: int = 1  # intra-op threads per instance; instances x threads <= cores
+    ort_threads: int = 1
     inference_log_uri: str = ""  # empty: no inference log
     inference_log_flush_s: float = 2.0
+    #: The front's pitcrew_* business metrics (parameter ``metrics``: "on"/"off"). Off only to measure their
+    #: cost (benchmarks/serving.py); the drift and estimated-accuracy alerts read them.
+    metrics: bool = True
     core_max_batch_size: int = 64  # the front calls its core in chunks of at most this many texts
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
@@ -40,6 +48,8 @@ class ServingOptions:
             raise ValueError("max_batch_size, core_max_batch_size, instance_count and ort_threads must be >= 1")
         if self.inference_log_flush_s <= 0:
             raise ValueError("inference_log_flush_s must be positive")
+        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
+            raise ValueError(f"preferred_batch_sizes must lie in 1..max_batch_size, got {self.preferred_batch_sizes}")
 
 
 def core_model_name(name: str) -> str:
@@ -61,6 +71,7 @@ def text_model_config(name: str, num_labels: int, options: ServingOptions) -> mc
     config.output.add(**_tensor("version", mc.TYPE_STRING, [1]))
     config.output.add(**_tensor("request_id", mc.TYPE_STRING, [1]))
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.instance_count)
     config.version_policy.latest.num_versions = 1
     params = {
@@ -68,6 +79,7 @@ def text_model_config(name: str, num_labels: int, options: ServingOptions) -> mc
         "ort_threads": str(options.ort_threads),
         "inference_log_uri": options.inference_log_uri,
         "inference_log_flush_s": str(options.inference_log_flush_s),
+        "metrics": "on" if options.metrics else "off",
         **options.extra_parameters,
     }
     if options.runtime != "python-onnxruntime":
