@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_webhook are re-bound as test arguments)
 """Who may send what to ``POST /alerts``: each sender's token, signatures with timestamps, aware times.
 
 The bearer token names the sender (pitcrew.alerts.auth): Alertmanager's token sends Alertmanager-format
@@ -15,18 +16,16 @@ from fastapi.testclient import TestClient
 from pitcrew.alerts.auth import sign_body
 from pitcrew.alerts.client import auth_headers
 from tests.unit.test_alerts_payloads import GRAFANA_EXAMPLE
-from tests.unit.test_webhook import GRAFANA_TOKEN, SECRET, TOKEN, RecordingTrigger, _firing, _make
-
-
-@pytest.fixture
-def trigger() -> RecordingTrigger:
-    return RecordingTrigger()
-
-
-@pytest.fixture
-def client(tmp_path: Path, trigger: RecordingTrigger) -> TestClient:
-    app, _ = _make(tmp_path, trigger)
-    return TestClient(app, raise_server_exceptions=False)
+from tests.unit.test_webhook import (  # noqa: F401 - client and trigger are the same fixtures as test_webhook's
+    GRAFANA_TOKEN,
+    SECRET,
+    TOKEN,
+    RecordingTrigger,
+    _firing,
+    _make,
+    client,
+    trigger,
+)
 
 
 class TestSenderTokens:
