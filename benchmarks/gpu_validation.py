@@ -30,9 +30,10 @@ import numpy as np
 
 from training.compile import CompileConfig, compile_model, strict_fp32
 from training.demo_data import LABELS, write_demo_splits
-from training.finetune import FinetuneConfig, finetune, pick_precision
+from training.finetune import FinetuneConfig, finetune
 from training.inference import encode, load_classifier
 from training.onnx_export import OrtRunner
+from training.precision import pick_precision
 from training.tensorrt_build import EngineRunner, OptimizationProfile, unavailable_reason
 
 #: Issue targets: TensorRT fp16 at batch 1 this many times faster than torch eager fp32, and fp16 parity.
@@ -104,10 +105,11 @@ def finetune_section(args: argparse.Namespace, train: Path, workdir: Path, devic
 
     :return: the figures, and the fp32 run's model (compiled and timed by the next sections).
     """
-    mixed = pick_precision(device)
+    # GPU mixed precision only: CPU bf16 autocast is measured against the Trainer by benchmarks/finetune.py
+    mixed = pick_precision(device) if device == "cuda" else "fp32"
     precisions = ["fp32"] if mixed == "fp32" else ["fp32", mixed]
     if mixed == "fp32":
-        skipped["mixed_precision_finetune"] = "no CUDA device: pick_precision chooses fp32 on CPU"
+        skipped["mixed_precision_finetune"] = "no CUDA device (CPU bf16 autocast: benchmarks/finetune.py)"
 
     def run(precision: str, name: str, steps: int) -> dict:
         config = FinetuneConfig(output_dir=workdir / name, train_data=train, base_model=args.model,

@@ -1,9 +1,11 @@
 """Fine-tune a sequence classifier with plain torch + transformers.
 
-CUDA when present (bf16 autocast on Ampere and newer, else fp16 with a gradient scaler), fp32 on CPU; fixed
-seeds; per-step metrics to MLflow when a tracking URI is set; checkpoint and resume; early stopping on the
-eval set; a wall-clock budget. The output folder is written under a temporary name and renamed into place,
-so a failed run never leaves a half-written model behind.
+CUDA when present (bf16 autocast on Ampere and newer, else fp16 with a gradient scaler); on CPU bf16 autocast
+where the cores compute bf16 natively (AVX512-BF16 or AMX), else fp32; fixed
+seeds; length-grouped batches padded per batch (training/batching.py); fused AdamW; the loss read back (checked
+for NaN/inf, logged to MLflow when a tracking URI is set) every ``log_every`` steps only, so the GPU never
+waits for the host; checkpoint and resume; early stopping on the eval set; a wall-clock budget. The output
+folder is written under a temporary name and renamed into place, so a failed run leaves no half-written model.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pretrained import MINILM
+from training.batching import EmbeddingGradBuffer, train_batches
 from training.calibration import Calibration, fit_atc_threshold, fit_temperature, write_calibration
 from training.checkpoint import cpu_state, load_checkpoint, save_checkpoint
 from training.data import LabelledText, load_feedback_join, load_labelled
@@ -28,6 +31,7 @@ from training.errors import DataError, NonFiniteLossError
 from training.inference import batched_logits, load_classifier, resolve_model_source, softmax
 from training.metrics import classification_metrics
 from training.mlflow_sink import MetricsSink
+from training.precision import pick_device, resolve_precision
 
 
 def _help(text: str) -> dict[str, str]:
@@ -62,6 +66,10 @@ class FinetuneConfig:
     # 128: the serving tokenizer's limit; short support messages rarely reach it
     max_length: int = _opt(128, "tokenizer truncation length")
     batch_size: int = _opt(32, "training batch size")
+    group_by_length: bool = _opt(True, "batch rows of similar length together: less padding, faster steps")
+    # 0: the main thread pads (<1 ms a batch); a worker competes for CPU cores; on CUDA it overlaps the GPU anyway
+    loader_workers: int = _opt(0, "DataLoader worker processes assembling batches ahead of the loop")
+    log_every: int = _opt(10, "read the loss back every N steps: log its mean to MLflow, check it is finite")
     learning_rate: float = _opt(5e-5, "AdamW peak learning rate (the usual BERT fine-tuning rate)")
     weight_decay: float = _opt(0.01, "AdamW weight decay (none on biases and LayerNorm weights)")
     warmup_ratio: float = _opt(0.1, "share of the steps with linear warm-up")
@@ -76,7 +84,7 @@ class FinetuneConfig:
     seed: int = _opt(0, "random seed")
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available, else cpu")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
-        "auto", "auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU; set to compare (benchmarks)"
+        "auto", "auto: bf16 on Ampere+ GPUs and bf16-native CPUs, fp16 on older GPUs, else fp32; set to compare"
     )
     mlflow_tracking_uri: str | None = _opt(
         None, "log per-step metrics here; default: $MLFLOW_TRACKING_URI (unset: none)"
@@ -91,9 +99,9 @@ class FinetuneConfig:
         self.output_dir = Path(self.output_dir)
         if self.train_data is None and (self.inference_log is None or self.feedback is None):
             raise DataError("give train_data, or both inference_log and feedback")
-        for name in ("batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, least in (("batch_size", 1), ("max_length", 1), ("log_every", 1), ("loader_workers", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -107,43 +115,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available")
-    return requested
-
-
-def pick_precision(device: str, capability: tuple[int, int] | None = None) -> str:
-    """The autocast precision of a fine-tune on ``device``: ``fp32``, ``bf16`` or ``fp16``.
-
-    bf16 (no gradient scaler needed) only where the GPU computes it natively, compute capability 8.0
-    (Ampere) and newer; older GPUs get fp16 with a scaler. ``torch.cuda.is_bf16_supported()`` is not asked:
-    it answers true on Turing, where bf16 is emulated and slower than fp32.
-
-    :param capability: ``(major, minor)``; default: the current CUDA device's.
-    """
-    if device != "cuda":
-        return "fp32"
-    if capability is None:
-        import torch
-
-        capability = torch.cuda.get_device_capability()
-    return "bf16" if capability[0] >= 8 else "fp16"
-
-
-def resolve_precision(config: FinetuneConfig, device: str) -> str:
-    """The configured precision, or :func:`pick_precision`'s for ``auto``; mixed precision needs CUDA."""
-    if config.precision == "auto":
-        return pick_precision(device)
-    if config.precision != "fp32" and device != "cuda":
-        raise ValueError(f"precision {config.precision} needs a CUDA device (got device {device})")
-    return config.precision
 
 
 def load_training_data(config: FinetuneConfig) -> tuple[LabelledText, LabelledText | None]:
@@ -198,16 +169,16 @@ def finetune(config: FinetuneConfig) -> Path:
         evaluation.require_known_labels(labels)
     seed_everything(config.seed)
     device = pick_device(config.device)
-    precision = resolve_precision(config, device)
+    precision = resolve_precision(config.precision, device)
     model, tokenizer = load_classifier(config.base_model, labels=labels, device=device)
 
-    y_train = torch.tensor(train.label_ids(labels))
-    encoded = tokenizer(train.texts, truncation=True, max_length=config.max_length)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     eval_every = config.eval_every or steps_per_epoch
 
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+    # fused: one kernel for all tensors instead of a Python loop over ~100 (10x faster on CPU; Trainer's default).
+    # The parameters are fp32 on cpu or cuda (autocast leaves them so), which the fused kernel always supports.
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate, fused=True)
     warmup = int(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
@@ -220,6 +191,13 @@ def finetune(config: FinetuneConfig) -> Path:
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler)
     best_state = cpu_state(model) if state["best_score"] is None else torch.load(
         checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
+    # The batch order depends on (seed, epoch) only: started at the checkpoint's step, the loader replays
+    # exactly the batches the interrupted run would have drawn next.
+    batches = iter(train_batches(tokenizer, train.texts, train.label_ids(labels), max_length=config.max_length,
+                                 batch_size=config.batch_size, seed=config.seed, start_step=state["step"],
+                                 group_by_length=config.group_by_length, workers=config.loader_workers,
+                                 pin_memory=device == "cuda"))
+    embedding_grad = EmbeddingGradBuffer(model, enabled=device == "cpu")  # CPU: same weights, ~8 % faster steps
 
     sink = MetricsSink.open(config.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
                             config.mlflow_experiment, params=_params(config, labels, device, precision),
@@ -227,41 +205,49 @@ def finetune(config: FinetuneConfig) -> Path:
     stop_reason = "max_steps"
     samples_seen = 0
     train_seconds = 0.0
+    pending: list[Any] = []  # the per-step losses since the last read-back, still on the device
+    segment_started = time.perf_counter()  # training time since the last read-back; eval and checkpoints excluded
+
+    def read_back(step: int) -> None:  # the one host sync per interval; on CUDA it waits for all queued work
+        nonlocal train_seconds
+        if not pending:
+            return
+        values = torch.stack(pending).tolist()
+        pending.clear()
+        train_seconds += time.perf_counter() - segment_started
+        bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
+        if bad is not None:  # raised before any checkpoint or eval could use the poisoned weights
+            raise NonFiniteLossError(
+                f"loss became {values[bad]} at step {step - len(values) + bad + 1}; nothing was written")
+        state["last_loss"] = values[-1]
+        bar.set_postfix(loss=f"{values[-1]:.4f}")
+        sink.log({"train_loss": sum(values) / len(values), "learning_rate": scheduler.get_last_lr()[0]}, step)
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=state["step"], disable=not config.progress, desc="fine-tune")
     model.train()
     try:
         while state["step"] < total_steps:
-            step = state["step"]
-            step_started = time.perf_counter()  # samples/s covers batch assembly too, like HF Trainer's figure
-            epoch, position = divmod(step, steps_per_epoch)
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
-            idx = order[position * config.batch_size:(position + 1) * config.batch_size].tolist()
-            batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt")
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            targets = batch.pop("labels")
             with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss became {loss.item()} at step {step + 1}; nothing was written")
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
+            embedding_grad.zero()
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            train_seconds += time.perf_counter() - step_started
-            samples_seen += len(idx)
-            state["step"] = step = step + 1
+            pending.append(loss.detach())
+            samples_seen += len(targets)
+            state["step"] = step = state["step"] + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            sink.log({"train_loss": loss.item(), "learning_rate": scheduler.get_last_lr()[0]}, step)
-            state["last_loss"] = loss.item()
-
+            if step % config.log_every == 0 or step % eval_every == 0 or step == total_steps:
+                read_back(step)  # before any eval or checkpoint: a NaN must not reach them
             if evaluation is not None and (step % eval_every == 0 or step == total_steps):
                 metrics = _evaluate(model, tokenizer, evaluation, labels, config, device)
                 model.train()
@@ -275,17 +261,21 @@ def finetune(config: FinetuneConfig) -> Path:
                     state["bad_evals"] += 1
             if step % eval_every == 0:
                 save_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler, state, best_state)
-            if state["bad_evals"] >= config.early_stopping_patience and step < total_steps:
-                stop_reason = "early_stopping"
-                break
-            if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
-                stop_reason = "time_budget"
+            if not pending:  # read back this step: restart the clock after the eval and checkpoint
+                segment_started = time.perf_counter()
+            stop = ("early_stopping" if state["bad_evals"] >= config.early_stopping_patience and step < total_steps
+                    else "time_budget" if config.time_budget_s is not None
+                    and time.monotonic() - started > config.time_budget_s else None)
+            if stop is not None:
+                read_back(step)  # the steps since the last read-back still count, and are checked
+                stop_reason = stop
                 break
     except BaseException:
         sink.close(status="FAILED")
         raise
     finally:
         bar.close()
+        embedding_grad.release()
 
     final_eval = calibration = None
     if evaluation is not None:
@@ -300,25 +290,14 @@ def finetune(config: FinetuneConfig) -> Path:
             atc_threshold=fit_atc_threshold(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth),
         )
     summary = {
-        "base_model": config.base_model,
-        "labels": labels,
-        "n_train": len(train),
+        "base_model": config.base_model, "labels": labels, "n_train": len(train),
         "n_eval": len(evaluation) if evaluation is not None else 0,
-        "steps": state["step"],
-        "total_steps": total_steps,
-        "epochs_completed": state["step"] / steps_per_epoch,
-        "stop_reason": stop_reason,
-        "best_step": state.get("best_step"),
-        "last_train_loss": state.get("last_loss"),
-        "eval": final_eval,
-        "calibration": calibration.to_dict() if calibration is not None else None,
-        "history": state["history"],
-        "device": device,
-        "precision": precision,
+        "steps": state["step"], "total_steps": total_steps, "epochs_completed": state["step"] / steps_per_epoch,
+        "stop_reason": stop_reason, "best_step": state.get("best_step"), "last_train_loss": state.get("last_loss"),
+        "eval": final_eval, "calibration": calibration.to_dict() if calibration is not None else None,
+        "history": state["history"], "device": device, "precision": precision,
         "samples_per_s": samples_seen / train_seconds if train_seconds else None,
-        "wall_s": time.monotonic() - started,
-        "seed": config.seed,
-        "versions": _versions(),
+        "wall_s": time.monotonic() - started, "seed": config.seed, "versions": _versions(),
         "mlflow_run_id": sink.run_id,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
     }
@@ -372,7 +351,7 @@ def _write_output(output_dir: Path, model: Any, tokenizer: Any, labels: list[str
 
 def _params(config: FinetuneConfig, labels: list[str], device: str, precision: str) -> dict[str, str]:
     keys = ("base_model", "batch_size", "learning_rate", "epochs", "max_steps", "max_length", "seed",
-            "weight_decay", "warmup_ratio", "train_data")
+            "weight_decay", "warmup_ratio", "train_data", "group_by_length")
     params = {k: str(getattr(config, k)) for k in keys}
     params.update(labels=",".join(labels), device=device, precision=precision)
     return params

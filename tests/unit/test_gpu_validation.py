@@ -54,7 +54,7 @@ def test_missing_pieces_are_skipped_with_their_reasons(line: dict) -> None:
         "tensorrt": "no CUDA device" if has_tensorrt else "TensorRT not installed",
         "onnxruntime_cuda": "no CUDA device" if ort_cuda
         else "onnxruntime has no CUDA execution provider (onnxruntime-gpu not installed)",
-        "mixed_precision_finetune": "no CUDA device: pick_precision chooses fp32 on CPU",
+        "mixed_precision_finetune": "no CUDA device (CPU bf16 autocast: benchmarks/finetune.py)",
     }
     assert (line["versions"]["tensorrt"] is None) is not has_tensorrt
     assert line["compile"]["tensorrt_status"] == "skipped"

@@ -14,7 +14,7 @@ import torch
 
 from tests.unit.training_fixtures import demo_data, tiny_base, tiny_trained  # noqa: F401
 from training.compile import CompileConfig, compile_model
-from training.finetune import pick_precision
+from training.precision import pick_precision
 from training.tensorrt_build import (
     OptimizationProfile,
     PlanMetadataError,
