@@ -87,3 +87,86 @@ def test_a_component_that_never_answers_stops_everything_started(settings: Setti
     with pytest.raises(StackError, match="mlflow: not healthy"):
         stack.up()
     assert not any(stack.registry.running(n) for n in ("mlflow", "airflow"))
+
+
+class TestStatusAfterUp:
+    """``status`` (also what ``up`` returns) retries a failed probe of a running component for a grace:
+    right after ``up`` Airflow's API server can be busy for seconds with the first scheduled runs."""
+
+    @staticmethod
+    def _scripted(cwd: Path, plan: list[bool]) -> tuple[Component, list[bool]]:
+        """A running component whose probes answer ``plan`` in order, then healthy; the answers it gave."""
+        given: list[bool] = []
+
+        def health() -> Health:
+            given.append(plan.pop(0) if plan else True)
+            return Health(given[-1], "ok" if given[-1] else "ReadTimeout")
+
+        return Component(name="airflow", url="fake://airflow", ports=[],
+                         processes=lambda: [Process("airflow", SLEEP, {}, cwd)], health=health), given  # fmt: skip
+
+    def test_a_probe_that_fails_then_answers_is_healthy(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("pitcrew.stack.runner.STATUS_RETRY_S", 0.01)
+        plan: list[bool] = []
+        component, given = self._scripted(tmp_path, plan)
+        stack = Stack(settings, [component])
+        try:
+            assert [s.health.ok for s in stack.up()] == [True]
+            plan[:], given[:] = [False, False], []  # the next two probes time out (a busy API server)
+            (status,) = stack.status()
+            assert status.running and status.health.ok, status
+            assert given == [False, False, True]
+        finally:
+            stack.down()
+
+    def test_a_probe_that_keeps_failing_is_unhealthy_after_the_grace(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("pitcrew.stack.runner.STATUS_RETRY_S", 0.01)
+        monkeypatch.setattr("pitcrew.stack.runner.STATUS_GRACE_S", 0.2)
+        plan: list[bool] = []
+        component, given = self._scripted(tmp_path, plan)
+        stack = Stack(settings, [component])
+        try:
+            stack.up()
+            plan[:] = [False] * 10_000
+            started = time.monotonic()
+            (status,) = stack.status()
+            assert status.running and not status.health.ok and status.health.detail == "ReadTimeout"
+            assert 0.2 <= time.monotonic() - started < 5 and len(given) > 2
+        finally:
+            stack.down()
+
+
+def test_down_stops_side_by_side_and_the_databases_last(settings: Settings, tmp_path: Path) -> None:
+    # Each process notes when SIGTERM reached it and when it left, taking 0.5 s to shut down
+    journal = tmp_path / "journal"
+    script = ("import signal, sys, time\n"
+              "def bye(*_):\n"
+              "    open(sys.argv[2], 'a').write(f'term {sys.argv[1]}\\n'); time.sleep(0.5)\n"
+              "    open(sys.argv[2], 'a').write(f'exit {sys.argv[1]}\\n'); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye)\n"
+              "open(sys.argv[2], 'a').write(f'up {sys.argv[1]}\\n')\n"
+              "time.sleep(60)\n")  # fmt: skip
+
+    def component(name: str) -> Component:
+        return Component(name=name, url=f"fake://{name}", ports=[], health=lambda: Health(True, "ok"),
+                         processes=lambda: [Process(name, [sys.executable, "-c", script, name, str(journal)], {},
+                                                    tmp_path)])  # fmt: skip
+
+    names = ["postgres", "mlflow", "airflow", "triton"]
+    stack = Stack(settings, [component(n) for n in names])
+    stack.up()
+    deadline = time.monotonic() + 10
+    while (not journal.exists() or journal.read_text().count("up ") < len(names)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the SIGTERM handlers are in place only once each process wrote "up"
+    assert stack.down() == ["triton", "airflow", "mlflow", "postgres"]
+    events = [line.split() for line in journal.read_text().splitlines() if not line.startswith("up ")]
+    order = [f"{kind} {name}" for kind, name in events]
+    others = ["mlflow", "airflow", "triton"]
+    first_exit = min(order.index(f"exit {n}") for n in others)
+    assert all(order.index(f"term {n}") < first_exit for n in others), order  # all told before any left
+    assert order.index("term postgres") > max(order.index(f"exit {n}") for n in others), order
+    assert not any(stack.registry.running(n) for n in names)
