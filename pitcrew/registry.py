@@ -89,6 +89,7 @@ def register_version(
             f"{serving_dir} holds no model.onnx or model.plan: nothing deployable to register"
         )
     str_tags = {k: _tag_value(v) for k, v in (tags or {}).items()}
+    remove_half_published(client, model, str_tags.get("airflow_dag_run_id", ""))
     # A name that says which run made the version, so the experiment's list tells runs apart.
     run_name = run_name or "-".join(
         part for part in (model, str_tags.get("trigger", ""), str_tags.get("airflow_dag_run_id", "")) if part
@@ -111,11 +112,59 @@ def register_version(
         )
         client.set_registered_model_alias(model, alias, version.version)
     except BaseException:
-        client.set_terminated(run_id, status="FAILED")
+        try:
+            client.set_terminated(run_id, status="FAILED")
+        except Exception as exc:  # noqa: BLE001 - MLflow may be the failure: the next try cleans up
+            log.warning("could not mark run %s of %s FAILED: %s", run_id, model, exc)
         raise
-    client.set_terminated(run_id, status="FINISHED")
+    try:
+        client.set_terminated(run_id, status="FINISHED")
+    except Exception as exc:  # noqa: BLE001 - the version is published; the next register closes the run
+        log.warning("%s version %s is registered, but closing its run %s failed: %s", model, version.version, run_id, exc)
     log.info("registered %s version %s (run %s) as %s", model, version.version, run_id, alias)
     return RegisteredVersion(model, int(version.version), run_id, str_tags)
+
+
+def remove_half_published(client: MlflowClient, model: str, dag_run_id: str) -> list[int]:
+    """Undo what an interrupted try of the same Airflow run left half done; return the versions deleted.
+
+    A try that dies after MLflow created its version but before the alias was set (MLflow stopped, the
+    worker killed) leaves a version no alias names, whose run never finished: it is deleted here, so a
+    retry leaves one version of the run, not an orphan beside it. A run left RUNNING is closed: FAILED,
+    or FINISHED when an alias names its version (only closing it had failed). A version an alias names,
+    or whose run finished, is never touched.
+    """
+    experiment = client.get_experiment_by_name(f"pitcrew/{model}")
+    if not dag_run_id or "'" in dag_run_id or experiment is None:
+        return []
+    unfinished = {
+        run.info.run_id: run.info.status
+        for run in client.search_runs(
+            [experiment.experiment_id], f"tags.airflow_dag_run_id = '{dag_run_id}' and attributes.status != 'FINISHED'"
+        )
+    }
+    if not unfinished:
+        return []
+    try:
+        named = {int(v) for v in client.get_registered_model(model).aliases.values()}
+    except MlflowException:  # no registered model yet: no version either
+        named = set()
+    deleted, published = [], set()
+    for mv in client.search_model_versions(f"name='{model}'"):
+        if mv.run_id not in unfinished:
+            continue
+        if int(mv.version) in named:
+            published.add(mv.run_id)
+        else:
+            client.delete_model_version(model, mv.version)
+            deleted.append(int(mv.version))
+    closed = [run_id for run_id, status in unfinished.items() if status == "RUNNING"]
+    for run_id in closed:
+        client.set_terminated(run_id, status="FINISHED" if run_id in published else "FAILED")
+    if deleted or closed:
+        log.warning("%s: an earlier try of %s left runs %s unfinished; deleted their unpublished versions %s",
+                    model, dag_run_id, sorted(closed), deleted)  # fmt: skip
+    return deleted
 
 
 def _log_training_data(client: MlflowClient, run_id: str, path: Path) -> None:

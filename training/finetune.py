@@ -187,8 +187,10 @@ def finetune(config: FinetuneConfig) -> Path:
 
     checkpoint_dir = Path(config.checkpoint_dir or f"{config.output_dir}.ckpt")
     state = {"step": 0, "best_score": None, "bad_evals": 0, "history": []}
+    resumed_from_step = None  # the step a resumed run started from: the summary says so
     if config.resume and (checkpoint_dir / "checkpoint.pt").exists():
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler)
+        resumed_from_step = state["step"]
     best_state = cpu_state(model) if state["best_score"] is None else torch.load(
         checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
     # The batch order depends on (seed, epoch) only: started at the checkpoint's step, the loader replays
@@ -293,7 +295,8 @@ def finetune(config: FinetuneConfig) -> Path:
         "base_model": config.base_model, "labels": labels, "n_train": len(train),
         "n_eval": len(evaluation) if evaluation is not None else 0,
         "steps": state["step"], "total_steps": total_steps, "epochs_completed": state["step"] / steps_per_epoch,
-        "stop_reason": stop_reason, "best_step": state.get("best_step"), "last_train_loss": state.get("last_loss"),
+        "stop_reason": stop_reason, "resumed_from_step": resumed_from_step, "best_step": state.get("best_step"),
+        "last_train_loss": state.get("last_loss"),
         "eval": final_eval, "calibration": calibration.to_dict() if calibration is not None else None,
         "history": state["history"], "device": device, "precision": precision,
         "samples_per_s": samples_seen / train_seconds if train_seconds else None,

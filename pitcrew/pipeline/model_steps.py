@@ -51,7 +51,8 @@ def fine_tune(
         "device": summary.get("device", "cpu"),
         "seconds": round(time.monotonic() - started, 3),
         "summary": {
-            k: summary.get(k) for k in ("steps", "epochs_completed", "stop_reason", "eval", "samples_per_s")
+            k: summary.get(k)
+            for k in ("steps", "resumed_from_step", "epochs_completed", "stop_reason", "eval", "samples_per_s")
         },
     }
 

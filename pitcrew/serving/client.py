@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http.client import HTTPException
 from typing import TypeVar
 
 import numpy as np
@@ -24,8 +25,10 @@ from pitcrew.serving.errors import ModelLoadError, ServingError, TritonUnavailab
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: What a refused connection looks like from geventhttpclient; these, and only these, are retried.
-RETRYABLE = (ConnectionError, TimeoutError, OSError)
+#: What a refused or broken connection looks like from geventhttpclient; these, and only these, are
+#: retried. A server killed while it answers closes the connection mid-response: geventhttpclient raises
+#: ``HTTPConnectionClosed``, an ``http.client.HTTPException`` and no ``OSError``.
+RETRYABLE = (ConnectionError, TimeoutError, OSError, HTTPException)
 
 
 @dataclass(frozen=True)
@@ -120,15 +123,27 @@ class TritonControl:
             self.await_ready(model, versions, exc)
 
     def await_ready(self, model: str, versions: Sequence[int], cause: BaseException | None = None) -> None:
-        """Wait (up to the load timeout) until every one of ``versions`` of ``model`` is READY."""
+        """Wait (up to the load timeout) until every one of ``versions`` of ``model`` is READY.
+
+        If Triton was unreachable meanwhile (it restarted), the load died with it unless the restarted
+        server loads those versions itself (at start-up): anything else is :class:`TritonUnavailableError`
+        at once, a transient failure, rather than a wait for a load that no longer runs.
+        """
         deadline = time.monotonic() + self.load_timeout_s
+        outage = False
         while True:
             try:
                 states = self.version_states(model)
             except TritonUnavailableError:
-                states = {}
-            if versions and all(states.get(v) == "READY" for v in versions):
-                return
+                states, outage = {}, True
+            else:
+                if versions and all(states.get(v) == "READY" for v in versions):
+                    return
+                if outage and not any(states.get(v) == "LOADING" for v in versions):
+                    raise TritonUnavailableError(
+                        f"{model}: Triton at {self.url} went away while loading versions {list(versions)} "
+                        f"({cause}); back up, it does not load them (states {states}); the load was not sent again"
+                    ) from cause
             failed = [v for v in versions if states.get(v) == "UNAVAILABLE"]
             if failed or not versions or time.monotonic() >= deadline:
                 raise ModelLoadError(

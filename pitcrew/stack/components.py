@@ -160,10 +160,14 @@ def triton_component(settings: Settings) -> Component:
         settings.repository_dir.mkdir(parents=True, exist_ok=True)
         backends = prepare_triton_backends(home / "backends")
         # Load every model that has at least one version folder; others are loaded by `pitcrew deploy`.
+        # Never a staging model (docs/design.md, "Hot-swap"): one left by a swap that Triton's restart
+        # interrupted is being removed by that swap, and a folder deleted while Triton loads it at start-up
+        # hangs the start-up for good; nobody calls a staging model, and the next swap removes it anyway.
         ready = sorted(
             p.name
             for p in settings.repository_dir.iterdir()
             if (p / "config.pbtxt").exists() and any(c.is_dir() and c.name.isdigit() for c in p.iterdir())
+            and not p.name.endswith("__staging")  # pitcrew.serving.model_config.staging_model_name
         )
         argv = triton_argv(settings, settings.repository_dir, backends, ready)
         return [Process("triton", argv, triton_env(), home)]
