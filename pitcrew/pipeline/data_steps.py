@@ -75,7 +75,10 @@ def drift(
     except (FileNotFoundError, KeyError) as exc:
         raise PipelineDataError(f"{entry.name}: reference data {source} unusable: {exc}") from exc
     window = pd.read_parquet(ws.window)
-    current = window[["text", "label"]] if len(window) else pd.DataFrame({"text": [], "label": []})
+    # An empty window gets text columns: float64 empties would fail the drift test's dtype check instead
+    # of reading as insufficient data.
+    empty = pd.DataFrame({"text": [], "label": []}, dtype=object)
+    current = window[["text", "label"]] if len(window) else empty
     config = DriftConfig.from_thresholds(entry.thresholds, columns=("text", "label"), use_tokenizer=True)
     report = check_drift(reference, current, config)
     result = report.to_dict()
