@@ -4,7 +4,8 @@ Serve version 1 (trained on domain A) → send traffic that drifts to domain B, 
 a Prometheus rule fires → Alertmanager posts to the webhook → a maintenance run confirms drift,
 fine-tunes, compiles, registers and asks for approval → the demo approves through Airflow's REST API as
 the ``approver`` user (``--interactive``: you approve in the UI) → hot-swap, canary, promotion →
-accuracy on domain B recovers. Prints each step's time and the URLs to look at.
+accuracy on domain B recovers. Prints each step's time and the URLs to look at, and writes the summary to
+``<home>/demo/summary.json``.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         data["eval_b"],
         interval_s=2.0,
         max_seconds=args.alert_timeout + args.run_timeout,
-    ):
+    ) as traffic:
         deadline = time.monotonic() + args.alert_timeout
         while run_id is None and time.monotonic() < deadline:
             fresh = [
@@ -137,14 +138,19 @@ def run(args: argparse.Namespace) -> int:
         "versions_serving": sorted(versions),
         "accuracy_domain_b": {"before": round(before, 3), "after": round(after, 3)},
         "accuracy_domain_a": {"before": round(acc_a, 3), "after": round(acc_a_after, 3)},
+        # clients' view of the swap: requests sent while the run swapped and watched the canary, and failed
+        "background_traffic": {"sent": traffic.result.sent, "failed": traffic.result.failed},
         "step_seconds": steps,
         "total_seconds": round(time.monotonic() - started, 1),
         "budget_seconds": sum(STEP_BUDGET_S),
         "steps_over_budget": over,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    summary_file = settings.home_dir / "demo" / "summary.json"
+    summary_file.write_text(json.dumps(summary, indent=2))
     print()
     print(json.dumps(summary, indent=2))
+    print(f"\nSummary        {summary_file}")
     print(f"\nAirflow UI     {settings.airflow_url}/dags/{dag_id}/runs/{run_id}  (admin password: "
           f"{settings.home_dir / 'airflow' / 'passwords.json'})")  # fmt: skip
     print(f"MLflow UI      {settings.mlflow_url}/#/models/{entry.name}")
