@@ -136,6 +136,49 @@ class PipelineWorld:
         }
 
 
+class World:
+    """The stack of test_e2e_pipeline and test_distributed_e2e: clients for each service and user, and the
+    demo data of each model once :meth:`prepare` bootstrapped it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = load_models_file(settings.models_file)
+        self.mlflow = MlflowClient(tracking_uri=settings.mlflow_url, registry_uri=settings.mlflow_url)
+        self.triton = TritonControl(settings.triton_http_url)
+        self.admin = AirflowApi(settings.airflow_url, "admin", airflow_password(settings, "admin"))
+        self.approver = AirflowApi(settings.airflow_url, "approver", airflow_password(settings, "approver"))
+        self.viewer = AirflowApi(settings.airflow_url, "viewer", airflow_password(settings, "viewer"))
+        self.data: dict = {}
+
+    def prepare(self, model: str) -> None:
+        """First champion on domain A, then a window of labelled domain-B traffic (the drift)."""
+        entry = self.models.get(model)
+        self.data[model] = write_demo_data(entry, n_train=400, n_golden=32)
+        result = bootstrap(entry, self.settings, epochs=4)
+        assert result["version"] == 1 and result["serving_version"] == 1
+        started = dt.datetime.now(dt.UTC)
+        sent = send(
+            self.triton, model, self.data[model]["traffic_b"].iloc[:320], feedback_root=entry.feedback
+        )
+        assert sent.failed == 0 and sent.versions == {"1"}
+        # Triton flushes the inference log every few seconds: a run started before that flush would read
+        # an empty window (the distributed profile starts its first task within about 2 s).
+        deadline = time.monotonic() + 60
+        while (
+            len(read_inference_log(entry.inference_log, started, dt.datetime.now(dt.UTC), model=model))
+            < sent.sent
+        ):
+            assert time.monotonic() < deadline, (
+                f"{model}: the inference log did not get the {sent.sent} rows sent"
+            )
+            time.sleep(0.5)
+
+    def run(self, model: str, conf: dict | None = None) -> str:
+        dag_id = f"pitcrew_maintenance_{model}"
+        self.admin.wait_for_dag(dag_id)
+        return self.admin.trigger(dag_id, {"model": model, "trigger": "manual", **(conf or {})})
+
+
 @contextmanager
 def pipeline_world(root: Path, names: list[str], **overrides: Any) -> Iterator[PipelineWorld]:
     """The whole local stack (embedded profile) with a models file of ``names``; always brought down."""

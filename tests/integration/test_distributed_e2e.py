@@ -30,7 +30,7 @@ from pitcrew.demo import BackgroundTraffic
 from pitcrew.settings import Settings
 from pitcrew.stack.components import webhook_token
 from pitcrew.stack.topology import worker
-from tests.integration.test_e2e_pipeline import LABELS, RUN_TIMEOUT_S, World
+from tests.pipeline_world import LABELS, RUN_TIMEOUT_S, World
 from tests.stack_fixtures import make_settings
 from training.tiny import build_tiny_model
 

@@ -1,5 +1,6 @@
 """A real MLflow (tracking and registry) on a SQLite store, without a server, behind the ``mlflow_default``
-connection. Import ``mlflow_template`` into a test module (``# noqa: F401``) and call :func:`sqlite_mlflow`.
+connection. tests/unit/conftest.py registers the ``mlflow_template`` fixture for every unit test: request
+it, and call :func:`sqlite_mlflow` with it. MLflow is imported when first used, not when the suite starts.
 """
 
 from __future__ import annotations
@@ -7,11 +8,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from mlflow import MlflowClient
 
-from operators.mlflow_hook import RETRY_ENV_DEFAULTS
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +21,8 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, migrated store: creating one takes seconds of schema migrations, copying it milliseconds."""
     path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
     if not path.exists():
+        from mlflow import MlflowClient
+
         path.parent.mkdir(exist_ok=True)
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(path.parent)
@@ -29,6 +33,10 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def sqlite_mlflow(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, template: Path) -> MlflowClient:
     """A fresh store in ``tmp_path`` as the ``mlflow_default`` connection; a client on it."""
+    from mlflow import MlflowClient
+
+    from operators.mlflow_hook import RETRY_ENV_DEFAULTS
+
     db = tmp_path / "mlflow.db"
     shutil.copy(template, db)
     monkeypatch.chdir(tmp_path)  # MLflow's default ./mlruns artifact root

@@ -28,18 +28,12 @@ from pitcrew.stack.components import (
     pager_secret_files,
 )
 from tests.stack_fixtures import make_settings
+from tests.unit.conftest import META, QUALITY, SERVING, alert_labels, expected_receivers
 
 DEPLOY = REPO_ROOT / "deploy"
 ALERTMANAGER = DEPLOY / "alertmanager"
 PAGERS = ("none", "pagerduty", "slack", "email")
 GRAFANA_ALERTING = DEPLOY / "grafana" / "provisioning" / "alerting"
-
-#: The routing design (docs/runbooks.md, "Who is paged for what"): every rule is in exactly one class.
-SERVING = {"TritonDown", "TritonInferenceFailures", "TritonHighP99Latency", "TritonNoTraffic"}
-QUALITY = {"ModelLowConfidence", "ModelUnknownTokenSpike", "ModelDriftScoreHigh", "ModelAccuracyLow",
-           "ModelEstimatedAccuracyLow"}  # fmt: skip
-META = {"PitcrewPipelineRunFailed", "PitcrewApprovalPendingLong", "PitcrewNoSuccessfulRun",
-        "PitcrewNightlyRetrainNotRunning"}  # fmt: skip
 
 needs_amtool = pytest.mark.skipif(
     shutil.which("amtool") is None, reason="amtool not installed (apt: prometheus-alertmanager)"
@@ -56,31 +50,8 @@ def _rule_names() -> list[str]:
     )
 
 
-def _alert_labels() -> dict[str, dict[str, str]]:
-    """Each alert's labels (without alertname) from the first firing case of the promtool tests."""
-    found: dict[str, dict[str, str]] = {}
-    for path in sorted((DEPLOY / "prometheus" / "tests").glob("*.yml")):
-        for case in yaml.safe_load(path.read_text())["tests"]:
-            for check in case.get("alert_rule_test", []):
-                for alert in check.get("exp_alerts") or []:
-                    found.setdefault(check["alertname"], {k: str(v) for k, v in alert["exp_labels"].items()})
-    return found
-
-
 RULES = _rule_names()
-LABELS = _alert_labels()
-
-
-def expected_receivers(alert: str, labels: Mapping[str, str]) -> list[str]:
-    """The receivers, in the order the tree lists them, for an alert of Prometheus (not Grafana's copy)."""
-    webhook = ["pitcrew"] if labels.get("model") else []
-    if alert in SERVING:
-        return ["pager", *webhook]
-    if alert in QUALITY:
-        return ["people", *webhook]
-    if alert in META:
-        return ["people"]
-    return webhook or ["people"]
+LABELS = alert_labels()
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

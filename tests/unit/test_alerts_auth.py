@@ -34,9 +34,12 @@ class TestSignBody:
 
 
 class TestCheckBearer:
-    def test_accepts_right_token(self) -> None:
-        check_bearer("Bearer tok", "tok")
-        check_bearer("bearer tok", "tok")
+    @pytest.mark.parametrize("header", ["Bearer tok", "bearer tok"])
+    def test_accepts_right_token_and_only_it(self, header: str) -> None:
+        assert check_bearer(header, "tok") is None  # accepted: no AuthError
+        for configured in ("tok2", "to", "TOK"):  # the same header against any other token is refused
+            with pytest.raises(AuthError, match="wrong bearer token"):
+                check_bearer(header, configured)
 
     @pytest.mark.parametrize("header", [None, "", "tok", "Basic dG9r", "Bearer", "Bearer tok2", "Bearer to"])
     def test_refuses_missing_or_wrong(self, header: str | None) -> None:

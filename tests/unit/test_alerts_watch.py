@@ -25,8 +25,8 @@ from pitcrew.alerts.watch import (
     merge_findings,
 )
 from pitcrew.settings import REPO_ROOT
+from tests.unit.conftest import TOKEN, RecordingTrigger, _make
 from tests.unit.operator_context import context_for, in_dag
-from tests.unit.test_webhook import TOKEN, RecordingTrigger, _make
 
 LABELS = {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"}
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from mlflow_fixtures are re-bound as arguments)
 """Human gates on Airflow's HITL operators: what each asks, and what each answer (or the timeout) does.
 
 Airflow's ``HITLOperator.execute`` writes the request through the task supervisor
@@ -39,7 +38,6 @@ from operators.triton_hook import TritonHook
 from pitcrew import registry
 from pitcrew.models_file import ModelEntry
 from pitcrew.settings import get_settings
-from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
 from tests.unit.operator_context import RUN_ID, context_for, in_dag, use_models
 
 MODEL = "textclf"

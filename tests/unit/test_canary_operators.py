@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the prometheus fixture imported from test_prometheus_hook is re-bound as a test argument)
 """CanaryAnalysisOperator: deferred to CanaryTrigger, or measuring synchronously against a (tiny, real) Prometheus."""
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from pitcrew.models_file import ModelEntry, Thresholds
 from pitcrew.pipeline.release_steps import canary_metrics
 from pitcrew.settings import get_settings
 from tests.stack_fixtures import free_ports
+from tests.unit.conftest import FakePrometheus, sample
 from tests.unit.operator_context import context_for, in_dag, use_models
-from tests.unit.test_prometheus_hook import FakePrometheus, prometheus, sample  # noqa: F401  (fixture)
 
 MODEL = "textclf"
 VERSION = 7

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the prometheus fixture imported from test_prometheus_hook is re-bound as a test argument)
 """CanaryTrigger: the canary analysis run asynchronously against a (tiny, real) Prometheus HTTP server."""
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from airflow.sdk.module_loading import import_string
 
 from operators.canary_trigger import CanaryTrigger, inconclusive
 from tests.stack_fixtures import free_ports
-from tests.unit.test_prometheus_hook import FakePrometheus, prometheus, sample  # noqa: F401  (fixture)
+from tests.unit.conftest import FakePrometheus, sample
 
 ERRORS = {"name": "failure_ratio", "query": "errors", "max_value": 0.01}
 CONFIDENCE = {"name": "mean_confidence", "query": "confidence", "min_value": 0.6}

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """The data operators' ``execute`` on real files, the real monitoring code and a real MLflow (SQLite, no server)."""
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ from pitcrew import registry
 from pitcrew.models_file import ModelEntry
 from pitcrew.pipeline.workspace import Workspace
 from pitcrew.settings import get_settings
-from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
+from tests.unit.conftest import _entry, _serve
+from tests.unit.mlflow_fixtures import sqlite_mlflow
 from tests.unit.operator_context import context_for, in_dag, use_models
-from tests.unit.test_pipeline_steps import _entry, _serve
-from tests.unit.training_fixtures import tiny_base  # noqa: F401
 from training.demo_data import generate
 
 

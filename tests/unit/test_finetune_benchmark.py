@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """benchmarks/finetune.py run for real on the tiny model: its JSON line is complete and self-consistent
 (no speed is asserted: the figures live in the benchmark's output, not in tests)."""
 
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from benchmarks import finetune as bench
-from tests.unit.training_fixtures import tiny_base  # noqa: F401
 from training.precision import pick_precision
 
 
@@ -27,6 +25,6 @@ def test_one_json_line_with_both_contenders_side_by_side(tiny_base: Path, capsys
         assert len(accuracies) == 2 and all(0.0 <= a <= 1.0 for a in accuracies)
     assert line["eval_rows"] == 24
     ratio = line["pitcrew_samples_per_s"] / line["hf_trainer_samples_per_s"]
-    assert line["ratio"] == pytest.approx(ratio, abs=2e-3)
+    assert line["ratio"] == pytest.approx(ratio, rel=5e-3)  # recomputed from speeds rounded to 0.01
     assert line["accuracy_ok"] is (line["pitcrew_eval_accuracy"] >= line["hf_trainer_eval_accuracy"])
     assert line["meets_targets"] is (line["ratio"] >= bench.TARGET_RATIO and line["accuracy_ok"])

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """benchmarks/gpu_validation.py in a reduced mode, forced onto the CPU: one valid JSON line, every skip named."""
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from pathlib import Path
 
 import onnxruntime
 import pytest
-
-from tests.unit.training_fixtures import tiny_base  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOP_KEYS = {"benchmark", "date", "device", "compute_capability", "versions", "cpu_threads", "load_average_1m",

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """The model operators' ``execute`` with the tiny BERT of training_fixtures: real training, ONNX and MLflow (SQLite)."""
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ from pitcrew.models_file import ModelEntry, Training
 from pitcrew.pipeline import data_steps, model_steps
 from pitcrew.pipeline.workspace import Workspace
 from pitcrew.settings import get_settings
+from tests.unit.conftest import _entry, _serve
 from tests.unit.operator_context import context_for, in_dag, use_models
-from tests.unit.test_pipeline_steps import _entry, _serve
-from tests.unit.training_fixtures import demo_data, tiny_base, tiny_trained  # noqa: F401
 from training.demo_data import generate
 from training.errors import BaseModelError
 

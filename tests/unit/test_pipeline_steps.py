@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from monitoring.inference_log import InferenceLogWriter, InferenceRecord, write_feedback
-from pitcrew.models_file import ModelEntry, Thresholds
 from pitcrew.pipeline import data_steps, release_steps
 from pitcrew.pipeline.workspace import Workspace
+from tests.unit.conftest import _entry, _serve
 from training.demo_data import generate
-
-LABELS = ["billing", "technical", "account", "shipping"]
-
-
-def _entry(tmp_path: Path, **thresholds: object) -> ModelEntry:
-    train = tmp_path / "train.parquet"
-    generate(400, domain="A", seed=1).to_parquet(train, index=False)
-    return ModelEntry(
-        name="textclf", train_data=str(train), inference_log=str(tmp_path / "log"), feedback=str(tmp_path / "fb"),
-        labels=LABELS, thresholds=Thresholds(min_window_rows=50, **thresholds),
-    )  # fmt: skip
-
-
-def _serve(entry: ModelEntry, frame: pd.DataFrame, *, label_fraction: float = 1.0) -> None:
-    """Write what Triton's model would log, plus feedback for a share of the requests."""
-    writer = InferenceLogWriter(entry.inference_log, flush_interval_s=60)
-    now = time.time()
-    records, feedback = [], {}
-    for i, row in enumerate(frame.itertuples()):
-        rid = uuid.uuid4().hex
-        # The champion answers "billing" for everything: clearly not what the data says.
-        records.append(InferenceRecord(rid, now - 60 + i * 0.01, entry.name, "1", row.text, "billing", 0.4))
-        if i < len(frame) * label_fraction:
-            feedback[rid] = row.label
-    writer.append(records)
-    writer.close()
-    write_feedback(entry.feedback, feedback)
 
 
 @pytest.fixture

@@ -2,11 +2,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -14,62 +10,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 import operators.prometheus_hook as prometheus_hook
 from operators.prometheus_hook import PrometheusHook, PrometheusHookError, PrometheusUnavailableError
 from tests.stack_fixtures import free_ports
-
-
-class FakePrometheus:
-    """A tiny HTTP server answering /api/v1/query from a dict of query -> (status, body) or result list.
-
-    An answer may also be a callable returning one of those (called per query). Queries and their
-    request headers are recorded in order.
-    """
-
-    def __init__(self) -> None:
-        self.answers: dict[str, Any] = {}
-        self.queries: list[str] = []
-        self.headers: list[dict[str, str]] = []  # each query's request headers, names lowercased
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                parsed = urlparse(self.path)
-                if parsed.path == "/-/ready":
-                    return self._send(200, {"status": "ready"})
-                query = parse_qs(parsed.query).get("query", [""])[0]
-                outer.queries.append(query)
-                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
-                answer = outer.answers.get(query, [])
-                if callable(answer):
-                    answer = answer()
-                if isinstance(answer, tuple):
-                    return self._send(*answer)
-                self._send(200, {"status": "success", "data": {"resultType": "vector", "result": answer}})
-
-            def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def prometheus() -> Iterator[FakePrometheus]:
-    server = FakePrometheus()
-    yield server
-    server.close()
+from tests.unit.conftest import FakePrometheus, sample
 
 
 def use_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str = "prom", **fields: Any) -> PrometheusHook:
@@ -80,10 +21,6 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str = "prom", **fie
 
 def _hook_for(monkeypatch: pytest.MonkeyPatch, url: str) -> PrometheusHook:
     return use_connection(monkeypatch, host=url)
-
-
-def sample(labels: dict[str, str], value: float) -> dict[str, Any]:
-    return {"metric": labels, "value": [1700000000.0, str(value)]}
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the prometheus fixture imported from test_prometheus_hook is re-bound as a test argument)
 from __future__ import annotations
 
 import json
@@ -9,7 +8,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from operators.prometheus_hook import PrometheusHook
 from operators.promql_sensor import PromQLSensor, PromQLSensorError
 from operators.promql_trigger import PromQLTrigger
-from tests.unit.test_prometheus_hook import FakePrometheus, prometheus, sample  # noqa: F401  (fixture)
+from tests.unit.conftest import FakePrometheus, sample
 
 
 class StubHook:

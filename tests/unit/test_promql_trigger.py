@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the prometheus fixture imported from test_prometheus_hook is re-bound as a test argument)
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +8,7 @@ import pytest
 
 from operators.promql_trigger import PromQLTrigger, query_vector
 from tests.stack_fixtures import free_ports
-from tests.unit.test_prometheus_hook import FakePrometheus, prometheus, sample  # noqa: F401  (fixture)
+from tests.unit.conftest import FakePrometheus, sample
 
 
 def _events(trigger: PromQLTrigger) -> list[dict[str, Any]]:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from mlflow_fixtures are re-bound as arguments)
 """Registry operators on a real MLflow (SQLite store, no server): register with lineage, promote with approver."""
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from operators.registry_operators import (
 from pitcrew import registry
 from pitcrew.models_file import ModelEntry
 from pitcrew.settings import get_settings
-from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
+from tests.unit.conftest import write_artifact
+from tests.unit.mlflow_fixtures import sqlite_mlflow
 from tests.unit.operator_context import APPROVED, RUN_ID, context_for, in_dag, record_hitl, use_models
-from tests.unit.test_serving_artifact import write_artifact
 
 MODEL = "textclf"
 LABELS = ["billing", "technical", "account", "shipping"]

@@ -111,14 +111,15 @@ def _paging_table() -> dict[str, list[str]]:
 
 
 def test_paging_table_lists_every_alert_as_routed() -> None:
-    from tests.unit.test_alert_routing_tree import LABELS, expected_receivers
+    from tests.unit.conftest import alert_labels, expected_receivers
 
+    labels = alert_labels()
     table = _paging_table()
     alerts = sorted({name for path in PROMETHEUS_RULES for name in _alert_names(path)})
     assert set(alerts) <= set(table), "every alert needs a row in the paging table"
     for alert in alerts:
         pager, people, webhook = table[alert]
-        receivers = expected_receivers(alert, LABELS[alert])
+        receivers = expected_receivers(alert, labels[alert])
         assert pager.startswith("yes") == ("pager" in receivers), alert
         assert people.startswith("yes") == ("people" in receivers), alert
         assert webhook.startswith("yes") == ("pitcrew" in receivers), alert

@@ -1,29 +1,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from pitcrew.serving.artifact import read_artifact, read_golden
 from pitcrew.serving.errors import ArtifactError
-
-
-def write_artifact(folder: Path, labels=("a", "b"), runtime="python-onnxruntime") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(b"onnx")
-    (folder / "tokenizer.json").write_text("{}")
-    (folder / "labels.json").write_text(json.dumps(list(labels)))
-    (folder / "serving.json").write_text(
-        json.dumps({"max_length": 32, "input_names": ["input_ids", "attention_mask"], "runtime": runtime})
-    )
-    golden = {
-        "texts": ["x", "y"],
-        "labels": [labels[0], labels[1]],
-        "probabilities": [[0.9, 0.1], [0.2, 0.8]],
-    }
-    (folder / "golden.json").write_text(json.dumps(golden))
-    return folder
+from tests.unit.conftest import write_artifact
 
 
 class TestReadArtifact:

@@ -16,7 +16,7 @@ from pitcrew.serving.factory import (
     make_swapper,
     serving_configs,
 )
-from tests.unit.test_serving_artifact import write_artifact
+from tests.unit.conftest import write_artifact
 
 
 def entry(**overrides) -> ModelEntry:
@@ -88,7 +88,11 @@ class TestServable:
 
     def test_same_release_with_another_build_number_is_accepted(self, tmp_path):
         folder = plan_artifact(tmp_path / "a", built_with="10.8.0.43")
-        check_servable(entry(runtime="tensorrt"), read_artifact(folder), GPU_TRITON)
+        assert check_servable(entry(runtime="tensorrt"), read_artifact(folder), GPU_TRITON) is None
+        # The build number is all that may differ: another patch release is refused.
+        other = plan_artifact(tmp_path / "b", built_with="10.8.1.43")
+        with pytest.raises(ArtifactError, match=r"built with TensorRT 10\.8\.1\.43"):
+            check_servable(entry(runtime="tensorrt"), read_artifact(other), GPU_TRITON)
 
     def test_unknown_serving_tensorrt_version_is_refused(self, tmp_path):
         folder = plan_artifact(tmp_path / "a")

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from tests.unit.test_serving_model_py import LABELS, _Family, _initialized, _Request, _Tensor, backend  # noqa: F401
+from tests.unit.conftest import LABELS, _Family, _initialized, _Request, _Tensor
 
 MIXED = [
     "refund",
@@ -20,20 +20,11 @@ MIXED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _metrics_registry_as_found():
-    """test_serving_model_py reads the first series of each family: leave the fake registry as found."""
-    saved = {name: list(metrics) for name, metrics in _Family.created.items()}
-    yield
-    _Family.created.clear()
-    _Family.created.update(saved)
-
-
 @pytest.mark.parametrize(
     "lengths",
     [[5], [7, 7, 7, 7], [3, 40, 4, 38, 12, 64, 5], list(np.random.default_rng(0).integers(2, 128, 64))],
 )
-def test_length_groups_partition_rows_by_length_within_the_slack(backend, lengths):  # noqa: F811
+def test_length_groups_partition_rows_by_length_within_the_slack(backend, lengths):
     module, _ = backend
     lengths = np.array(lengths)
     groups = module.length_groups(lengths, slack=1.25)
@@ -45,14 +36,14 @@ def test_length_groups_partition_rows_by_length_within_the_slack(backend, length
         assert len(group) == 1 or padded <= 1.25 * real
 
 
-def test_equal_lengths_are_one_group_and_extremes_two(backend):  # noqa: F811
+def test_equal_lengths_are_one_group_and_extremes_two(backend):
     module, _ = backend
     assert len(module.length_groups(np.array([9] * 16))) == 1
     assert [g.tolist() for g in module.length_groups(np.array([100, 5]))] == [[1], [0]]
 
 
 @pytest.fixture()
-def front(backend):  # noqa: F811
+def front(backend):
     module, root = backend
     instance = _initialized(module, root, {"parameters": {"metrics_flush_s": {"string_value": "60"}}})
     yield instance
@@ -90,7 +81,7 @@ def test_grouped_run_answers_as_one_padded_batch_with_one_call_per_group(front):
     assert widths[0] < widths[-1] == front.max_length  # short groups run short
 
 
-def test_core_path_sends_each_group_in_chunks_of_the_cores_max_batch(backend, front):  # noqa: F811
+def test_core_path_sends_each_group_in_chunks_of_the_cores_max_batch(backend, front):
     module, _ = backend
     session, sent = front.session, []
 
@@ -118,9 +109,16 @@ def test_core_path_sends_each_group_in_chunks_of_the_cores_max_batch(backend, fr
     assert sum(rows for *_, rows in sent) == 5 + len(MIXED)
 
 
-def test_metrics_off_creates_no_series_and_serves(backend, tmp_path):  # noqa: F811
+def test_metrics_off_creates_no_series_and_serves(backend, tmp_path, monkeypatch):
     module, root = backend
-    before = sum(len(v) for v in _Family.created.values())
+    created: list[str] = []
+
+    class Recording(_Family):
+        def __init__(self, name, description, kind):
+            super().__init__(name, description, kind)
+            created.append(name)
+
+    monkeypatch.setattr(module.pb_utils, "MetricFamily", Recording)
     config = {"parameters": {"metrics": {"string_value": "off"},
                              "inference_log_uri": {"string_value": str(tmp_path / "log")}}}  # fmt: skip
     instance = _initialized(module, root, config)
@@ -128,13 +126,13 @@ def test_metrics_off_creates_no_series_and_serves(backend, tmp_path):  # noqa: F
         responses = instance.execute([_Request(["my invoice"]), _Request([b""])])
         assert responses[0].error is None and responses[1].error == "text is empty"
         instance.metrics.flush()
-        assert sum(len(v) for v in _Family.created.values()) == before
+        assert created == []
         assert instance.log.pending() == 1  # the inference log is its own switch
     finally:
         instance.finalize()
 
 
-def test_metrics_off_still_refuses_a_broken_calibration(backend, tmp_path):  # noqa: F811
+def test_metrics_off_still_refuses_a_broken_calibration(backend, tmp_path):
     import shutil
 
     module, root = backend

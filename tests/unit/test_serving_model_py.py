@@ -2,108 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 
-from pitcrew.settings import REPO_ROOT
-from tests.integration.serving_artifacts import GOLDEN_TEXTS, build_artifact
-
-LABELS = ["billing", "technical", "account", "shipping"]
-LOGGED: list[str] = []  # what the backend logged with Logger.log_info
+from tests.integration.serving_artifacts import GOLDEN_TEXTS
+from tests.unit.conftest import LABELS, LOGGED, _initialized, _Request, _series
 
 
-class _Metric:
-    def __init__(self, labels, buckets=None):
-        self.labels, self.value, self.observed = labels, 0.0, []
-
-    def increment(self, n):
-        self.value += n
-
-    def observe(self, v):
-        self.observed.append(v)
-
-
-class _Family:
-    COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
-    created: dict[str, list[_Metric]] = {}
-
-    def __init__(self, name, description, kind):
-        self.name = name
-
-    def Metric(self, labels, buckets=None):  # noqa: N802 - Triton's API name
-        metric = _Metric(labels, buckets)
-        self.created.setdefault(self.name, []).append(metric)
-        return metric
-
-
-class _Tensor:
-    def __init__(self, name, array):
-        self.name, self.array = name, array
-
-    def as_numpy(self):
-        return self.array
-
-
-class _Request:
-    def __init__(self, texts, request_id=""):
-        self.inputs = {"text": _Tensor("text", np.array([[t] for t in texts], dtype=object))}
-        self.rid = request_id
-
-    def request_id(self):
-        return self.rid
-
-
-class _Response:
-    def __init__(self, output_tensors=None, error=None):
-        self.outputs = {t.name: t.array for t in output_tensors or []}
-        self.error = error
-
-
-def _fake_pb_utils() -> types.ModuleType:
-    module = types.ModuleType("triton_python_backend_utils")
-    module.MetricFamily = _Family
-    module.Tensor = _Tensor
-    module.InferenceResponse = _Response
-    module.TritonError = lambda message: message
-    module.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
-    module.Logger = types.SimpleNamespace(log_warn=lambda message: None, log_info=LOGGED.append)
-    return module
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
-    spec = importlib.util.spec_from_file_location(
-        "textclf_model", REPO_ROOT / "model_repository/textclf/model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    root = tmp_path_factory.mktemp("model_py")
-    build_artifact(root / "repo" / "1", LABELS, max_length=16)
-    yield module, root
-    sys.modules.pop("triton_python_backend_utils", None)
-
-
-def _initialized(module, root, config: dict):
-    instance = module.TritonPythonModel()
-    instance.initialize(
-        {
-            "model_config": json.dumps(config),
-            "model_name": "textclf",
-            "model_version": "1",
-            "model_repository": str(root / "repo"),
-        }  # fmt: skip
-    )
-    return instance
-
-
-@pytest.fixture(scope="module")
+# ``backend`` (the module loaded with a stand-in for triton_python_backend_utils) is in tests/unit/conftest.py.
+@pytest.fixture()
 def model(backend):
+    """A fresh instance per test: its counters start at zero whatever ran before."""
     module, root = backend
     config = {"parameters": {"inference_log_uri": {"string_value": str(root / "log")},
                              "inference_log_flush_s": {"string_value": "60"}}}  # fmt: skip
@@ -146,38 +57,34 @@ def test_answers_equal_golden_and_each_bad_request_gets_its_own_error(backend, m
     assert responses[3].outputs["version"][0][0] == b"1"
     assert model.log.pending() == 4
     model.metrics.flush()
-    predictions = {m.labels["class"]: m.value for m in _Family.created["pitcrew_predictions_total"]}
+    predictions = {m.labels["class"]: m.value for m in _series(model, "pitcrew_predictions_total")}
     assert predictions == {c: float(golden["labels"][:4].count(c)) for c in LABELS}
-    assert sum(m.value for m in _Family.created["pitcrew_rejected_texts_total"]) == 2
-    assert _Family.created["pitcrew_top_class_confidence_count"][0].value == 4
-    buckets = {m.labels["le"]: m.value for m in _Family.created["pitcrew_top_class_confidence_bucket"]}
+    assert sum(m.value for m in _series(model, "pitcrew_rejected_texts_total")) == 2
+    assert [m.value for m in _series(model, "pitcrew_top_class_confidence_count")] == [4]
+    buckets = {m.labels["le"]: m.value for m in _series(model, "pitcrew_top_class_confidence_bucket")}
     assert buckets["+Inf"] == 4 and buckets["0.3"] == int((probs.max(axis=1) <= 0.3).sum())
 
 
 def test_megabyte_text_is_truncated_to_max_length(model):
     import time
 
-    model.metrics.flush()  # what earlier tests left
-    tokens_sum = _Family.created["pitcrew_input_tokens_sum"][0]
-    before = tokens_sum.value
+    (tokens_sum,) = _series(model, "pitcrew_input_tokens_sum")
     started = time.perf_counter()
     response = model.execute([_Request(["word " * 200_000])])[0]
     assert time.perf_counter() - started < 2.0
     assert response.error is None and response.outputs["label"][0][0].decode() in LABELS
     model.metrics.flush()
     # max_length includes [CLS] and [SEP]; the metric counts content tokens
-    assert tokens_sum.value - before == model.max_length - 2
+    assert tokens_sum.value == model.max_length - 2
 
 
 def test_unknown_tokens_are_counted(model):
     # [UNK] is a special token of BERT tokenizers, yet it is content: the drift signal the rules watch.
-    model.metrics.flush()
-    ratio_sum = _Family.created["pitcrew_unknown_token_ratio_sum"][0]
-    before = ratio_sum.value
+    (ratio_sum,) = _series(model, "pitcrew_unknown_token_ratio_sum")
     model.execute([_Request(["invoice wrong 😡"]), _Request(["invoice wrong please"])])
     model.metrics.flush()
     # "invoice wrong 😡" is in ##vo ##ice wrong [UNK]: one unknown of five content tokens; the other has none.
-    assert ratio_sum.value - before == pytest.approx(1 / 5)
+    assert ratio_sum.value == pytest.approx(1 / 5)
 
 
 def test_corrupt_model_fails_initialize(backend, tmp_path):
@@ -245,7 +152,7 @@ def test_calibrated_confidence_counters_apply_the_artifacts_temperature(backend,
         assert instance.metrics.calibrated_count.value == len(GOLDEN_TEXTS)
         assert instance.metrics.calibrated_sum.value == pytest.approx(expected, rel=1e-5)
         assert abs(expected - probs.max(axis=1).sum()) > 0.05
-        assert {m.labels["version"] for m in _Family.created["pitcrew_calibrated_confidence_sum"]} == {"1"}
+        assert [m.labels["version"] for m in _series(instance, "pitcrew_calibrated_confidence_sum")] == ["1"]
     finally:
         instance.finalize()
 

@@ -24,7 +24,7 @@ from pitcrew.serving.model_config import (
 )
 from pitcrew.serving.state import load_state
 from pitcrew.serving.swap import HotSwapper
-from tests.unit.test_serving_artifact import write_artifact
+from tests.unit.conftest import write_artifact
 
 MODEL = "textclf"
 STAGING = "textclf__staging"

@@ -238,7 +238,10 @@ class TestPostgres:
     def test_reachable_folder_passes(self, open_dir: Path) -> None:
         (open_dir / "a").mkdir(mode=0o711)
         (open_dir / "a").chmod(0o711)
-        datastores._check_reachable(open_dir / "a" / "postgres", "postgres")
+        assert datastores._check_reachable(open_dir / "a" / "postgres", "postgres") is None
+        (open_dir / "a").chmod(0o710)  # the same folder, closed to others: refused
+        with pytest.raises(StackError, match="cannot enter"):
+            datastores._check_reachable(open_dir / "a" / "postgres", "postgres")
 
     def test_closed_parent_is_named(self, open_dir: Path) -> None:
         closed = open_dir / "closed"
@@ -256,7 +259,10 @@ class TestPostgres:
         closed = open_dir / "closed"
         closed.mkdir(mode=0o700)
         closed.chmod(0o700)
-        datastores._check_reachable(closed / "postgres", closed.owner())
+        assert datastores._check_reachable(closed / "postgres", closed.owner()) is None
+        assert closed.owner() != "postgres"
+        with pytest.raises(StackError, match="cannot enter"):  # the same folder, for another user
+            datastores._check_reachable(closed / "postgres", "postgres")
 
     def test_database_url_has_no_password(self, settings: Settings) -> None:
         password = stack_secret(settings, "postgres_password")

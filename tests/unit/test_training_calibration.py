@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """training/calibration.py, and calibration.json through fine-tune and compile into the artifact."""
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.training_fixtures import TINY_TRAINING, demo_data, tiny_base, tiny_trained  # noqa: F401
+from tests.unit.training_fixtures import TINY_TRAINING
 from training.calibration import (
     FILENAME,
     T_BOUNDS,

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 from __future__ import annotations
 
 import json
@@ -13,7 +12,6 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tests.unit.training_fixtures import demo_data, tiny_base, tiny_trained  # noqa: F401
 from training import compile as compile_module
 from training.compile import CompileConfig, compile_model, parity, strict_fp32
 from training.errors import ParityError

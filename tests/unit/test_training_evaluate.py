@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 from __future__ import annotations
 
 import json
@@ -7,7 +6,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.unit.training_fixtures import demo_data, tiny_base, tiny_trained  # noqa: F401
 from training.errors import DataError
 from training.evaluate import EvaluateConfig, evaluate
 

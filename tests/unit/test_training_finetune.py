@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 from __future__ import annotations
 
 import json
@@ -8,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.unit.training_fixtures import TINY_TRAINING, demo_data, tiny_base, tiny_trained  # noqa: F401
+from tests.unit.training_fixtures import TINY_TRAINING
 from training import finetune as finetune_module
 from training.batching import EmbeddingGradBuffer
 from training.demo_data import LABELS

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """The ``python -m training`` CLI: flags come from the config dataclasses, sub-commands wire to the API,
 bad input exits 2 with one line."""
 
@@ -12,7 +11,6 @@ import pandas as pd
 import pytest
 
 import training.__main__ as cli
-from tests.unit.training_fixtures import demo_data, tiny_base, tiny_trained  # noqa: F401
 from training.__main__ import NOT_FLAGS, build_parser, main
 from training.compile import CompileConfig
 from training.evaluate import EvaluateConfig

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from training_fixtures are re-bound as test arguments)
 """TensorRT build module: what runs everywhere, plus the GPU path (skipped without CUDA and TensorRT)."""
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.unit.training_fixtures import demo_data, tiny_base, tiny_trained  # noqa: F401
 from training.compile import CompileConfig, compile_model
 from training.precision import pick_precision
 from training.tensorrt_build import (

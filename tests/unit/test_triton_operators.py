@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from mlflow_fixtures are re-bound as arguments)
 """Triton operators with the hook's swap calls recorded (a real Triton runs in the integration tests).
 
 MLflow is real (SQLite store, no server); so are the pipeline metrics textfile and the settings.
@@ -32,7 +31,7 @@ from pitcrew.serving.errors import ModelLoadError, TritonUnavailableError
 from pitcrew.serving.swap import SwapResult
 from pitcrew.serving.verify import VerificationReport
 from pitcrew.settings import Settings, get_settings
-from tests.unit.mlflow_fixtures import mlflow_template, sqlite_mlflow  # noqa: F401
+from tests.unit.mlflow_fixtures import sqlite_mlflow
 from tests.unit.operator_context import APPROVED, context_for, in_dag, record_hitl, use_models
 
 MODEL = "textclf"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the prometheus fixture imported from test_prometheus_hook is re-bound as a test argument)
 """The poller's operators: findings from a (tiny, real) Prometheus; posts through HttpHook to the real webhook app.
 
 The webhook app is the one the Airflow plugin mounts (built like tests/unit/test_webhook.py does, with a
@@ -32,9 +31,8 @@ from pitcrew.alerts.fingerprint import labels_fingerprint
 from pitcrew.alerts.watch import BATCH_SIZE, WebhookUnavailableError
 from pitcrew.settings import REPO_ROOT, get_settings
 from tests.stack_fixtures import free_ports
+from tests.unit.conftest import TOKEN, FakePrometheus, RecordingTrigger, _make, sample
 from tests.unit.operator_context import context_for, in_dag
-from tests.unit.test_prometheus_hook import FakePrometheus, prometheus, sample  # noqa: F401  (fixture)
-from tests.unit.test_webhook import TOKEN, RecordingTrigger, _make
 
 ROUTES = REPO_ROOT / "deploy" / "alert_routes.yaml"
 LABELS = {"alertname": "TritonInferenceFailures", "model": "textclf", "severity": "warning"}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,62 +16,10 @@ from hypothesis import strategies as st
 from pitcrew.alerts.client import alert_entry, alertmanager_body, auth_headers
 from pitcrew.alerts.errors import TriggerUnavailable
 from pitcrew.alerts.metrics import metric_names
-from pitcrew.alerts.policy import AlertPolicy, Limits
-from pitcrew.alerts.routing import load_routes
 from pitcrew.alerts.service import AlertService
 from pitcrew.alerts.webhook import MAX_BODY_BYTES, WebhookConfig, create_app
-from pitcrew.settings import REPO_ROOT
-from tests.unit.test_alerts_payloads import ALERTMANAGER_EXAMPLE, GRAFANA_EXAMPLE
-
-TOKEN = "test-token"  # Alertmanager's
-GRAFANA_TOKEN = "test-grafana-token"
-SECRET = "test-hmac-secret"
-
-
-class RecordingTrigger:
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.delay_s = delay_s
-        self.fail: Exception | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> str:
-        if self.fail is not None:
-            raise self.fail
-        time.sleep(self.delay_s)
-        with self._lock:
-            self.calls.append((dag_id, run_id, conf))
-        return run_id
-
-
-def _make(tmp_path: Path, trigger: RecordingTrigger, cap: int = 1000, grafana_token: str = GRAFANA_TOKEN):
-    service = AlertService(
-        AlertPolicy(tmp_path / "state.db"),
-        load_routes(REPO_ROOT / "deploy" / "alert_routes.yaml"),
-        {"textclf": Limits(cooldown_s=3600, max_runs_per_day=cap)},
-        trigger,
-    )
-    config = WebhookConfig(
-        token=TOKEN, hmac_secret=SECRET, metrics_dir=tmp_path / "metrics", grafana_token=grafana_token
-    )
-    return create_app(lambda: config, lambda: service), service
-
-
-@pytest.fixture
-def trigger() -> RecordingTrigger:
-    return RecordingTrigger()
-
-
-@pytest.fixture
-def client(tmp_path: Path, trigger: RecordingTrigger) -> TestClient:
-    app, _ = _make(tmp_path, trigger)
-    return TestClient(app, raise_server_exceptions=False)
-
-
-def _firing(fingerprint_suffix: str = "", model: str = "textclf") -> bytes:
-    return alertmanager_body(
-        [alert_entry({"alertname": "TritonInferenceFailures", "model": model, "n": fingerprint_suffix})]
-    )
+from tests.alert_stack import ALERTMANAGER_EXAMPLE, GRAFANA_EXAMPLE
+from tests.unit.conftest import GRAFANA_TOKEN, SECRET, TOKEN, RecordingTrigger, _firing, _make
 
 
 class TestAlertsEndpoint:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from test_webhook are re-bound as test arguments)
 """Who may send what to ``POST /alerts``: each sender's token, signatures with timestamps, aware times.
 
 The bearer token names the sender (pitcrew.alerts.auth): Alertmanager's token sends Alertmanager-format
@@ -15,17 +14,8 @@ from fastapi.testclient import TestClient
 
 from pitcrew.alerts.auth import sign_body
 from pitcrew.alerts.client import auth_headers
-from tests.unit.test_alerts_payloads import GRAFANA_EXAMPLE
-from tests.unit.test_webhook import (  # noqa: F401 - client and trigger are the same fixtures as test_webhook's
-    GRAFANA_TOKEN,
-    SECRET,
-    TOKEN,
-    RecordingTrigger,
-    _firing,
-    _make,
-    client,
-    trigger,
-)
+from tests.alert_stack import GRAFANA_EXAMPLE
+from tests.unit.conftest import GRAFANA_TOKEN, SECRET, TOKEN, RecordingTrigger, _firing, _make
 
 
 class TestSenderTokens:

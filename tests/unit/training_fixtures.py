@@ -1,8 +1,7 @@
 """Shared fixtures for the training tests: demo data and a tiny BERT built locally (no hub, seconds to train).
 
-Import the fixtures you need into a test module by name (``from tests.unit.training_fixtures import ...``).
-pytest registers an imported fixture once per importing module, so the results are cached here to build
-and train the tiny model once per session rather than once per module.
+tests/unit/conftest.py registers the fixtures for every unit test: request them by name, do not import
+them. Torch and transformers are imported when a fixture first runs, not when the unit suite starts.
 """
 
 from __future__ import annotations
@@ -10,10 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from training.demo_data import LABELS, write_demo_splits
-from training.finetune import FinetuneConfig, finetune
-from training.tiny import build_tiny_model
 
 _CACHE: dict[str, object] = {}
 
@@ -24,6 +19,8 @@ TINY_TRAINING = dict(epochs=8, batch_size=16, learning_rate=1e-2, progress=False
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if "demo_data" not in _CACHE:
+        from training.demo_data import write_demo_splits
+
         _CACHE["demo_data"] = write_demo_splits(tmp_path_factory.mktemp("demo"), n_train=320, n_eval=120,
                                                 n_golden=16, seed=3)
     return _CACHE["demo_data"]
@@ -32,6 +29,9 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "tiny_base" not in _CACHE:
+        from training.demo_data import LABELS
+        from training.tiny import build_tiny_model
+
         _CACHE["tiny_base"] = build_tiny_model(tmp_path_factory.mktemp("tiny") / "base", list(LABELS))
     return _CACHE["tiny_base"]
 
@@ -39,6 +39,8 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory, demo_data: dict[str, Path], tiny_base: Path) -> Path:
     if "tiny_trained" not in _CACHE:
+        from training.finetune import FinetuneConfig, finetune
+
         _CACHE["tiny_trained"] = finetune(FinetuneConfig(
             output_dir=tmp_path_factory.mktemp("trained") / "model", train_data=demo_data["a_train"],
             eval_data=demo_data["a_eval"], base_model=str(tiny_base), **TINY_TRAINING))
