@@ -158,11 +158,14 @@ def test_down_stops_side_by_side_and_the_databases_last(settings: Settings, tmp_
 
     names = ["postgres", "mlflow", "airflow", "triton"]
     stack = Stack(settings, [component(n) for n in names])
-    stack.up()
-    deadline = time.monotonic() + 10
-    while (not journal.exists() or journal.read_text().count("up ") < len(names)) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the SIGTERM handlers are in place only once each process wrote "up"
-    assert stack.down() == ["triton", "airflow", "mlflow", "postgres"]
+    try:
+        stack.up()
+        deadline = time.monotonic() + 10
+        while (not journal.exists() or journal.read_text().count("up ") < len(names)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the SIGTERM handlers are in place only once each process wrote "up"
+        assert stack.down() == ["triton", "airflow", "mlflow", "postgres"]
+    finally:
+        stack.down()  # nothing left running if an assertion above failed
     events = [line.split() for line in journal.read_text().splitlines() if not line.startswith("up ")]
     order = [f"{kind} {name}" for kind, name in events]
     others = ["mlflow", "airflow", "triton"]
