@@ -31,6 +31,7 @@ from tests.stack_fixtures import free_ports, make_settings, stack_with_env
 pytestmark = pytest.mark.integration
 LABELS = ["billing", "technical", "account", "shipping"]
 MODEL = "textclf"
+COMPILED_MODEL = "textclf_compiled"
 CALIBRATION = {"method": "temperature", "temperature": 0.01, "fitted_on": "test", "rows": 1,
                "nll_before": 1.0, "nll_after": 1.0, "ece_before": 0.0, "ece_after": 0.0,
                "atc_threshold": 0.26}  # fmt: skip
@@ -54,7 +55,10 @@ def stack(tmp_path_factory):
         "labels": LABELS,
         "thresholds": {"latency_p95_budget_ms": 500},
     }
-    models_file.write_text(yaml.safe_dump({"models": [entry]}))
+    # The compiled-artifact test deploys its own model: version 1 of textclf keeps serving whatever the order
+    compiled = {**entry, "name": COMPILED_MODEL, "inference_log": str(root / "inference_log_compiled"),
+                "feedback": str(root / "feedback_compiled")}
+    models_file.write_text(yaml.safe_dump({"models": [entry, compiled]}))
     settings = make_settings(root / "home", models_file=models_file)
     with stack_with_env(settings, only=("triton", "prometheus")):
         assert pitcrew_main(["deploy", "--model", MODEL, "--version", "1", "--artifact", str(artifacts[1])]) == 0
@@ -241,10 +245,10 @@ def test_artifact_from_training_compile_deploys_and_verifies(stack, client, tmp_
     )  # fmt: skip
     assert compiled.returncode == 0, compiled.stderr[-2000:]
     artifact = tmp_path / "artifact"
-    assert pitcrew_main(["deploy", "--model", MODEL, "--version", "10", "--artifact", str(artifact)]) == 0
+    assert pitcrew_main(["deploy", "--model", COMPILED_MODEL, "--version", "10", "--artifact", str(artifact)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     golden = json.loads((artifact / "golden.json").read_text())
     assert result["version"] == 10 and result["verification"]["golden_texts"] == len(golden["texts"])
     assert result["verification"]["mismatched_labels"] == 0
-    answers = client.classify(MODEL, golden["texts"][:4])
+    answers = client.classify(COMPILED_MODEL, golden["texts"][:4])
     assert [a.label for a in answers] == golden["labels"][:4] and {a.version for a in answers} == {"10"}
