@@ -38,6 +38,17 @@ RUN_TIMEOUT_S = 600
 NEVER_DURING_TESTS = "0 0 29 2 *"
 
 
+def wait_for_logged(entry: ModelEntry, since: dt.datetime, count: int, timeout_s: float = 60) -> None:
+    """Wait until ``entry``'s inference log holds ``count`` rows of its model since ``since``.
+
+    Triton flushes the inference log every few seconds: a run started before that flush would read an
+    empty window (the distributed profile starts its first task within about 2 s).
+    """
+    deadline = time.monotonic() + timeout_s
+    while len(read_inference_log(entry.inference_log, since, dt.datetime.now(dt.UTC), model=entry.name)) < count:
+        assert time.monotonic() < deadline, f"{entry.name}: the inference log did not get the {count} rows sent"
+        time.sleep(0.5)
+
 def models_file(folder: Path, tiny: Path, names: list[str], **overrides: Any) -> Path:
     """A models file of tiny-model entries named ``names``, with fast thresholds; ``overrides`` win."""
     thresholds = {
@@ -92,16 +103,7 @@ class PipelineWorld:
             feedback_root=entry.feedback if labelled else None,
         )
         assert sent.failed == 0 and sent.versions == {"1"}
-        # Triton flushes the inference log every few seconds: a run must not read the window before that.
-        deadline = time.monotonic() + 60
-        while (
-            len(read_inference_log(entry.inference_log, started, dt.datetime.now(dt.UTC), model=model))
-            < sent.sent
-        ):
-            assert time.monotonic() < deadline, (
-                f"{model}: the inference log did not get the {sent.sent} rows sent"
-            )
-            time.sleep(0.5)
+        wait_for_logged(entry, started, sent.sent)
         return data
 
     def trigger(self, model: str) -> tuple[str, str]:
@@ -161,17 +163,7 @@ class World:
             self.triton, model, self.data[model]["traffic_b"].iloc[:320], feedback_root=entry.feedback
         )
         assert sent.failed == 0 and sent.versions == {"1"}
-        # Triton flushes the inference log every few seconds: a run started before that flush would read
-        # an empty window (the distributed profile starts its first task within about 2 s).
-        deadline = time.monotonic() + 60
-        while (
-            len(read_inference_log(entry.inference_log, started, dt.datetime.now(dt.UTC), model=model))
-            < sent.sent
-        ):
-            assert time.monotonic() < deadline, (
-                f"{model}: the inference log did not get the {sent.sent} rows sent"
-            )
-            time.sleep(0.5)
+        wait_for_logged(entry, started, sent.sent)
 
     def run(self, model: str, conf: dict | None = None) -> str:
         dag_id = f"pitcrew_maintenance_{model}"

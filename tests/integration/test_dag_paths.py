@@ -23,14 +23,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from monitoring.inference_log import read_inference_log
 from pitcrew import registry
 from pitcrew.airflow_api import AirflowApi
 from pitcrew.demo import send, write_demo_data
 from pitcrew.pipeline.bootstrap import bootstrap
 from pitcrew.serving.client import TritonControl
 from pitcrew.stack.components import airflow_password
-from tests.pipeline_world import LABELS, RUN_TIMEOUT_S, PipelineWorld, models_file
+from tests.pipeline_world import LABELS, RUN_TIMEOUT_S, PipelineWorld, models_file, wait_for_logged
 from tests.stack_fixtures import make_settings, running_stack
 from training.tiny import build_tiny_model
 
@@ -106,15 +105,7 @@ def _champion_with(world: PipelineWorld, model: str, domain: str) -> dt.datetime
     sent = send(world.triton, model, frame, feedback_root=entry.feedback)
     sent_at = dt.datetime.now(dt.UTC)
     assert sent.failed == 0 and sent.versions == {"1"}
-    deadline = time.monotonic() + 60  # Triton flushes the inference log every few seconds
-    while (
-        len(read_inference_log(entry.inference_log, started, dt.datetime.now(dt.UTC), model=model))
-        < sent.sent
-    ):
-        assert time.monotonic() < deadline, (
-            f"{model}: the inference log did not get the {sent.sent} rows sent"
-        )
-        time.sleep(0.5)
+    wait_for_logged(entry, started, sent.sent)
     return sent_at
 
 
