@@ -146,7 +146,9 @@ def triton_argv(settings: Settings, repository: Path, backends: Path, load_model
         # Per-model latency quantiles (nv_inference_request_summary_us{quantile="0.99"}) for p99 alerts
         # and the canary; Triton exports only cumulative counters otherwise.
         "--metrics-config=summary_latencies=true",
-        "--exit-timeout-secs=10",
+        # On SIGTERM Triton waits this long for in-flight requests, and also for clients' idle keep-alive
+        # connections, which hold it for the whole time; a CPU model answers within it.
+        "--exit-timeout-secs=5",
         "--log-verbose=0",
     ]  # fmt: skip
     argv += [f"--load-model={name}" for name in load_models]
