@@ -2,7 +2,8 @@
 
 docs/dag-paths.md lists every path of the pitcrew DAGs and the test that runs it; this module holds the
 ones not run elsewhere: no drift, a window narrowed by ``window_hours``, ``skip_drift`` into an
-evaluation reject, ``dry_run``, and the human review of an inconclusive canary (keep, and roll back).
+evaluation reject, ``dry_run``, the human review of an inconclusive canary (keep, roll back, and left
+unanswered), and the rollback DAG rejected and left unanswered.
 
 Everything is real, as in test_e2e_pipeline.py: Airflow 3 runs the repo's DAGs with its LocalExecutor,
 MLflow holds the registry, Triton serves and swaps, Prometheus answers the canary's queries, approvals
@@ -37,6 +38,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 NO_DRIFT, WINDOW, SKIP_DRIFT, DRY_RUN = "paths_no_drift", "paths_window", "paths_skip_drift", "paths_dry_run"
 CANARY_KEEP, CANARY_ROLL_BACK = "paths_canary_keep", "paths_canary_roll_back"
+CANARY_UNANSWERED, ROLLBACK_UNDONE = "paths_canary_unanswered", "paths_rollback_undone"
+#: 45 s to answer: the test answers the deployment approval within seconds, then waits out the timeout.
+SHORT_TIMEOUT = {"approval_timeout_h": 0.0125}
 #: Thresholds per model, over pipeline_world's fast ones. A canary with no traffic to the new version
 #: has no series to measure: one measurement at once is enough to call it inconclusive.
 NO_TRAFFIC_CANARY = {"canary_initial_delay_s": 0, "canary_interval_s": 1, "canary_count": 1}
@@ -52,6 +56,8 @@ THRESHOLDS: dict[str, dict] = {
     DRY_RUN: {},
     CANARY_KEEP: NO_TRAFFIC_CANARY,
     CANARY_ROLL_BACK: NO_TRAFFIC_CANARY,
+    CANARY_UNANSWERED: {**NO_TRAFFIC_CANARY, **SHORT_TIMEOUT},
+    ROLLBACK_UNDONE: SHORT_TIMEOUT,
 }
 #: Every task after ``drift``, skipped when the run ends there.
 AFTER_DRIFT = ("prepare_training", "fine_tune", "evaluate", "compile", "register", "replay", "approval",
@@ -269,3 +275,53 @@ def test_inconclusive_canary_rolled_back_by_a_human_restores_the_champion(world:
     assert (tags["canary_review"], tags["canary_review_by"]) == ("Roll back", "approver"), tags
     assert tags["rolled_back"], tags
     _assert_nothing_deployed(world, model)
+
+
+def test_inconclusive_canary_left_unanswered_rolls_back_by_its_default(world: PipelineWorld) -> None:
+    model = CANARY_UNANSWERED
+    dag_id, run_id = _to_inconclusive_canary(world, model)
+    # Nobody answers: after approval_timeout_h Airflow applies the request's default, Roll back.
+    states = world.assert_run_ends(dag_id, run_id, "failed")
+    for task_id in ("hot_swap", "canary", "canary_decision", "rollback"):
+        assert states[task_id] == "success", (task_id, states)
+    assert states["promote"] == "skipped" and states["record_outcome"] == "failed", states
+    request = world.admin.hitl_detail(dag_id, run_id, "canary_decision")
+    assert request["chosen_options"] == ["Roll back"] and request.get("responded_by_user") is None, request
+    assert _counted(world, model) == {"rolled_back": 1.0}
+    tags = registry.get_version(world.mlflow, model, 2).tags
+    assert (tags["canary_review"], tags["canary_review_by"]) == ("Roll back", "timeout"), tags
+    assert tags["rolled_back"], tags
+    _assert_nothing_deployed(world, model)
+
+
+def test_rollback_dag_rejected_or_left_unanswered_changes_nothing(world: PipelineWorld) -> None:
+    model = ROLLBACK_UNDONE
+    dag_id = f"pitcrew_rollback_{model}"
+    entry = world.entry(model)
+    write_demo_data(entry, n_train=400, n_golden=32)
+    # Two versions promoted in turn: version 2 is the champion and serves, version 1 is `previous`.
+    for expected in (1, 2):
+        result = bootstrap(entry, world.settings, epochs=1)
+        assert result["version"] == expected and result["serving_version"] == expected
+
+    def unchanged() -> None:
+        assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 2
+        assert registry.alias_version(world.mlflow, model, registry.PREVIOUS) == 1
+        assert world.triton.ready_versions(model) == [2]
+        assert {p.version for p in world.triton.classify(model, ["where is my parcel"])} == {"2"}
+        assert "restored_by" not in registry.get_version(world.mlflow, model, 1).tags
+
+    world.admin.wait_for_dag(dag_id)
+    for answer in ("Reject", None):  # a human rejects; then nobody answers, and the default (Reject) applies
+        run_id = world.admin.trigger(dag_id, {})
+        world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
+        assert "back to version 1" in world.admin.hitl_detail(dag_id, run_id, "approval")["body"]
+        if answer is not None:
+            world.approver.respond(dag_id, run_id, "approval", answer)
+        states = world.assert_run_ends(dag_id, run_id, "success")
+        assert (states["approval"], states["restore"]) == ("success", "skipped"), (answer, states)
+        request = world.admin.hitl_detail(dag_id, run_id, "approval")
+        assert request["chosen_options"] == ["Reject"], (answer, request)
+        who = request.get("responded_by_user")
+        assert (who if answer is None else who["name"]) == (None if answer is None else "approver"), request
+        unchanged()
