@@ -264,7 +264,21 @@ def test_inconclusive_canary_rolled_back_by_a_human_restores_the_champion(world:
     model = CANARY_ROLL_BACK
     dag_id, run_id = _to_inconclusive_canary(world, model)
     world.approver.respond(dag_id, run_id, "canary_decision", "Roll back")
-    # A rolled-back run ends red: someone should look.
+    _assert_review_rolled_back(world, model, dag_id, run_id, by="approver")
+
+
+def test_inconclusive_canary_left_unanswered_rolls_back_by_its_default(world: PipelineWorld) -> None:
+    model = CANARY_UNANSWERED
+    dag_id, run_id = _to_inconclusive_canary(world, model)
+    # Nobody answers: after approval_timeout_h Airflow applies the request's default, Roll back.
+    _assert_review_rolled_back(world, model, dag_id, run_id, by="timeout")
+    request = world.admin.hitl_detail(dag_id, run_id, "canary_decision")
+    assert request["chosen_options"] == ["Roll back"] and request.get("responded_by_user") is None, request
+
+
+def _assert_review_rolled_back(world: PipelineWorld, model: str, dag_id: str, run_id: str, *, by: str) -> None:
+    """The review's Roll back (answered ``by`` a user, or by the timeout) rolled back, and the run ended red:
+    someone should look."""
     states = world.assert_run_ends(dag_id, run_id, "failed")
     for task_id in ("hot_swap", "canary", "canary_decision", "rollback"):
         assert states[task_id] == "success", (task_id, states)
@@ -272,24 +286,7 @@ def test_inconclusive_canary_rolled_back_by_a_human_restores_the_champion(world:
     assert world.admin.xcom_value(dag_id, run_id, "rollback", "pitcrew_outcome") == "rolled_back"
     assert _counted(world, model) == {"rolled_back": 1.0}
     tags = registry.get_version(world.mlflow, model, 2).tags
-    assert (tags["canary_review"], tags["canary_review_by"]) == ("Roll back", "approver"), tags
-    assert tags["rolled_back"], tags
-    _assert_nothing_deployed(world, model)
-
-
-def test_inconclusive_canary_left_unanswered_rolls_back_by_its_default(world: PipelineWorld) -> None:
-    model = CANARY_UNANSWERED
-    dag_id, run_id = _to_inconclusive_canary(world, model)
-    # Nobody answers: after approval_timeout_h Airflow applies the request's default, Roll back.
-    states = world.assert_run_ends(dag_id, run_id, "failed")
-    for task_id in ("hot_swap", "canary", "canary_decision", "rollback"):
-        assert states[task_id] == "success", (task_id, states)
-    assert states["promote"] == "skipped" and states["record_outcome"] == "failed", states
-    request = world.admin.hitl_detail(dag_id, run_id, "canary_decision")
-    assert request["chosen_options"] == ["Roll back"] and request.get("responded_by_user") is None, request
-    assert _counted(world, model) == {"rolled_back": 1.0}
-    tags = registry.get_version(world.mlflow, model, 2).tags
-    assert (tags["canary_review"], tags["canary_review_by"]) == ("Roll back", "timeout"), tags
+    assert (tags["canary_review"], tags["canary_review_by"]) == ("Roll back", by), tags
     assert tags["rolled_back"], tags
     _assert_nothing_deployed(world, model)
 
