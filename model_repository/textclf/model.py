@@ -57,7 +57,7 @@ ROUTING_RECHECK_S = 0.25
 #: Seconds a request spends in this model (decode and the network, or the challenger's round trip).
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 #: What a weighted rollout's challenger is loaded as, beside the model clients call
-#: (pitcrew/rollout/routing.py: CANARY_SUFFIX).
+#: (pitcrew/serving/model_config.py: canary_model_name).
 CANARY_SUFFIX = "__canary"
 OUTPUTS = ["label", "probabilities", "version", "request_id"]
 #: A dynamic batch of mixed lengths padded as one costs 2-3x its real tokens (MiniLM, 16 demo texts): the

@@ -19,11 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from pitcrew.serving.model_config import canary_model_name
 from pitcrew.serving.publish import write_atomic
 
 Mode = Literal["split", "shadow"]
-#: The Triton model that serves the challenger during a rollout.
-CANARY_SUFFIX = "__canary"
 
 
 class RoutingError(ValueError):
@@ -66,10 +65,6 @@ class RoutingTable:
     def weights(self) -> dict[int, float]:
         """Share of answered requests per version, in percent."""
         return {self.champion: 100.0 - self.weight, self.challenger: float(self.weight)}
-
-
-def canary_model_name(model: str) -> str:
-    return f"{model}{CANARY_SUFFIX}"
 
 
 def routing_path(repository: Path, model: str) -> Path:

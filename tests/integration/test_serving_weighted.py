@@ -1,0 +1,149 @@
+"""A weighted rollout on the real bundled Triton, both layouts: the challenger beside the champion as
+``<name>__canary``, its share of requests set by the routing table while clients keep calling the model's
+one name, then promoted or aborted; not one request fails on the way.
+
+Clients send their own request ids (as pitcrew's feedback does), so each id's version can be checked
+against the hash the front routes by.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+
+import pytest
+import yaml
+
+from pitcrew.models_file import load_models_file
+from pitcrew.serving.client import TritonControl
+from pitcrew.serving.factory import make_swapper, serving_configs, target_from_settings
+from pitcrew.serving.weighted import RolloutStateError, WeightedRollout
+from tests.integration.serving_artifacts import build_artifact
+from tests.stack_fixtures import make_settings, stack_with_env
+
+pytestmark = pytest.mark.integration
+LABELS = ["billing", "technical", "account", "shipping"]
+MODELS = {"split_single": "python-onnxruntime", "split_pair": "onnxruntime"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weighted")
+    artifacts = {
+        (name, v): build_artifact(root / f"{name}-v{v}", LABELS, seed=v, runtime=runtime)
+        for name, runtime in MODELS.items() for v in (1, 2, 3)
+    }  # fmt: skip
+    entries = [
+        {"name": name, "runtime": runtime, "train_data": str(root / "train.parquet"),
+         "inference_log": str(root / "log" / name), "feedback": str(root / "fb" / name), "labels": LABELS,
+         "thresholds": {"latency_p95_budget_ms": 2000}}
+        for name, runtime in MODELS.items()
+    ]  # fmt: skip
+    models_file = root / "models.yaml"
+    models_file.write_text(yaml.safe_dump({"models": entries}))
+    settings = make_settings(root / "home", models_file=models_file)
+    with stack_with_env(settings, only=("triton",)):
+        yield {"settings": settings, "artifacts": artifacts, "models": load_models_file(models_file)}
+
+
+class IdTraffic:
+    """Two clients in a loop, each request with a fresh id; records (id, version) and every failure."""
+
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model = url, model
+        self.answers: list[tuple[str, str]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+
+    def _run(self) -> None:
+        client = TritonControl(self.url, retries=1)
+        while not self._stop.is_set():
+            rid = uuid.uuid4().hex
+            try:
+                (answer,) = client.classify(self.model, ["please refund my order"], request_id=rid)
+                self.answers.append((rid, answer.version))
+            except Exception as exc:  # every failure is a finding
+                self.failures.append(str(exc))
+
+    def mark(self) -> int:
+        return len(self.answers)
+
+    def __enter__(self) -> IdTraffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def _wait_for(traffic: IdTraffic, n: int) -> list[tuple[str, str]]:
+    import time
+
+    start = traffic.mark()
+    deadline = time.monotonic() + 120
+    while traffic.mark() < start + n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return traffic.answers[start : start + n]
+
+
+def _route_bucket(rid: str) -> float:
+    import hashlib
+
+    return (int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "big") % 10_000) / 100.0
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(world, model: str) -> None:
+    settings, artifacts = world["settings"], world["artifacts"]
+    entry = world["models"].get(model)
+    swapper = make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=60)
+    rollout = WeightedRollout(swapper, drain_s=0.5)
+    target = target_from_settings()
+    client = TritonControl(settings.triton_http_url)
+    front, core = serving_configs(entry, artifacts[(model, 1)], target)
+    swapper.deploy(model, 1, artifacts[(model, 1)], front, core)
+
+    with IdTraffic(settings.triton_http_url, model) as traffic:
+        front, core = serving_configs(entry, artifacts[(model, 2)], target)
+        start = rollout.start(model, 2, artifacts[(model, 2)], front, core)
+        assert (start.champion, start.challenger, start.canary_model) == (1, 2, f"{model}__canary")
+        assert client.ready_versions(model) == [1] and client.ready_versions(f"{model}__canary") == [2]
+        assert {v for _, v in _wait_for(traffic, 40)} == {"1"}  # weight 0: nothing reaches it
+
+        for step, weight in enumerate((10, 50), start=1):
+            rollout.set_weight(model, weight, step=step)
+            _wait_for(traffic, 20)  # the fronts re-read the table within a quarter second
+            seen = _wait_for(traffic, 200)
+            wrong = [(rid, v) for rid, v in seen if v != ("2" if _route_bucket(rid) < weight else "1")]
+            assert not wrong, f"weight {weight}: {len(wrong)} requests on the other version, e.g. {wrong[:3]}"
+            share = 100 * sum(v == "2" for _, v in seen) / len(seen)
+            assert weight - 15 <= share <= weight + 15, (weight, share)
+
+        with pytest.raises(RolloutStateError, match="rollout of version 2 is under way"):
+            rollout.start(model, 3)
+        result = rollout.promote(model)
+        assert (result.version, result.previous) == (2, 1)
+        assert {v for _, v in _wait_for(traffic, 40)} == {"2"}
+        assert client.ready_versions(model) == [2] and client.ready_versions(f"{model}__canary") == []
+        if core is not None:
+            assert client.ready_versions(f"{model}_core") == [2]
+
+        # Version 3 rolled out to half the traffic, then aborted: version 2 alone again, 3 gone from disk.
+        front, core = serving_configs(entry, artifacts[(model, 3)], target)
+        rollout.start(model, 3, artifacts[(model, 3)], front, core)
+        rollout.set_weight(model, 50, step=1)
+        _wait_for(traffic, 20)
+        assert Counter(v for _, v in _wait_for(traffic, 100))["3"] > 20
+        assert rollout.abort(model) == 3
+        assert {v for _, v in _wait_for(traffic, 40)} == {"2"}
+        assert rollout.abort(model) is None  # safe to retry
+    assert traffic.failures == [], traffic.failures[:5]
+    repo = settings.repository_dir
+    assert client.ready_versions(model) == [2] and client.ready_versions(f"{model}__canary") == []
+    assert not (repo / model / "3").exists() and not (repo / f"{model}__canary").exists()
+    assert not (repo / ".pitcrew" / "routing" / f"{model}.json").exists()
