@@ -363,6 +363,14 @@ def canary_review_body(verdict: dict[str, Any], *, model: str | None = None, ver
             measured = ", ".join(_value(v) for v in values) or "no data"
             lines.append(f"| {m['metric']} | {bound(m['metric'])} | {measured} | {m['phase']} |")
         lines.append("")
+    for number, step in enumerate(verdict.get("steps", []), start=1):
+        lines += [f"**Step {number}, weight {step['weight']:g}%: {step['phase']}.** {step['reason']}", ""]
+        last = (step.get("measurements") or [{}])[-1]
+        if last.get("checks"):
+            lines += ["| check | champion | challenger | phase |", "| --- | --- | --- | --- |"]
+            lines += [f"| {c['name']} | {_value(c['champion'])} | {_value(c['challenger'])} | {c['phase']} |"
+                      for c in last["checks"]]  # fmt: skip
+            lines.append("")
     prometheus = verdict.get("prometheus_url")
     if prometheus and bounds:
         lines.append("**Graphs:** " + " · ".join(
