@@ -143,3 +143,24 @@ class Rollout(BaseModel):
     def weighted(self) -> bool:
         """Whether the challenger reaches traffic in steps (``canary`` and ``shadow``)."""
         return self.mode != "all_at_once"
+
+    def describe(self, champion: int | None) -> str:
+        """One sentence for the approval: what happens after Approve."""
+        if not self.weighted:
+            return "Approve to hot-swap into Triton (canary watch follows, automatic rollback on failure)."
+        steps = " → ".join(f"{s.weight:g}%" + (f" ({_duration(s.pause)})" if s.pause else "") for s in self.steps)
+        a, t = self.analysis, self.tolerances
+        back = f"version {champion}" if champion is not None else "the champion"
+        return (
+            f"Approve to roll out in steps: {steps}. At each step {a.count} measurement(s) {_duration(a.interval)} "
+            f"apart compare it with {back} over the same window (error ratio +{100 * t.error_ratio:g} points, "
+            f"p99 ×{t.p99_latency_ratio:g}, confidence −{t.confidence_drop:g}, class mix distance "
+            f"{t.class_distance:g}, accuracy −{t.accuracy_drop:g} at most); {a.failure_limit + 1} failed "
+            f"measurement(s) send every request back to {back} and unload the challenger."
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

@@ -136,3 +136,69 @@ def test_the_trigger_compares_both_versions_on_prometheus(
     assert len(result["measurements"]) == (2 if phase == "successful" else 1)
     checks = {c["name"]: c for c in result["measurements"][0]["checks"]}
     assert checks["p99 latency"]["challenger"] == challenger_p99 and checks["accuracy"]["phase"] == "not_measured"
+
+
+class TestShadow:
+    @pytest.fixture
+    def calls(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[tuple]]:
+        entry = ModelEntry(
+            name=MODEL, train_data=str(tmp_path / "train.parquet"), inference_log=str(tmp_path / "log"),
+            feedback=str(tmp_path / "fb"), labels=["billing", "technical"],
+            rollout=Rollout(mode="shadow", shadow={"duration": "10m", "min_requests": 50}),
+        )  # fmt: skip
+        use_models(monkeypatch, tmp_path, entry)
+        recorded: list[tuple] = []
+        for name in ("abort_rollout", "start_rollout", "set_weight"):
+            monkeypatch.setattr(TritonHook, name, lambda hook, *a, _n=name, **k: recorded.append((_n, a, k)))
+        yield recorded
+        get_settings.cache_clear()
+
+    def _task(self, **kwargs: Any):
+        from operators.shadow_operator import ShadowTrafficOperator
+
+        kwargs = {"model": MODEL, "version": CHALLENGER, "artifact": "/art", "prometheus_conn_id": CONN_ID, **kwargs}
+        return in_dag(lambda: ShadowTrafficOperator(task_id="shadow", **kwargs))
+
+    def test_loads_the_challenger_in_shadow_and_waits_in_the_triggerer(self, calls) -> None:
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        task = self._task()
+        with pytest.raises(TaskDeferred) as deferred:
+            task.execute(context_for(task))
+        assert [c[0] for c in calls] == ["abort_rollout", "start_rollout", "set_weight"]
+        assert calls[1][1] == (MODEL, CHALLENGER, Path("/art"))
+        assert calls[2][1:] == ((MODEL, 0.0), {"step": 0, "mode": "shadow"})
+        assert isinstance(deferred.value.trigger, TimeDeltaTrigger) and deferred.value.method_name == "measure"
+
+    def test_measures_agreement_then_unloads_the_challenger(
+        self, calls, monkeypatch: pytest.MonkeyPatch, prometheus: FakePrometheus
+    ) -> None:
+        import datetime as dt
+
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "prometheus", "host": prometheus.url}))
+        started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600)
+        selector = f'model="{MODEL}",challenger="{CHALLENGER}"'
+        for metric, value in (("compared_total", 200.0), ("agreed_total", 180.0), ("confidence_shift_sum", -10.0)):
+            prometheus.answers[f"sum(increase(pitcrew_shadow_{metric}{{{selector}}}[610s]))"] = [sample({}, value)]
+        task = self._task()
+        result = task.measure(context_for(task), None, started_at=started.isoformat())
+        assert (result["compared"], result["agreement"], result["mean_confidence_shift"]) == (200.0, 0.9, -0.05)
+        assert result["enough"] and [c[0] for c in calls] == ["abort_rollout"]
+
+    @pytest.mark.parametrize("dry_run", [True, "True"])
+    def test_a_dry_run_shadows_nothing(self, calls, dry_run: object) -> None:
+        task = self._task(dry_run=dry_run)
+        assert task.execute(context_for(task)) == {"mode": "shadow", "shadowed": False} and calls == []
+
+
+def test_the_approval_states_the_plan_and_the_shadow() -> None:
+    from pitcrew.pipeline.release_steps import approval_body
+
+    plan = Rollout(**PLAN)
+    body = approval_body(model=MODEL, version=4, champion=3, evaluation={}, replay={}, drift=None, links={},
+                         shadow={"shadowed": True, "seconds": 600, "compared": 200, "agreement": 0.9,
+                                 "mean_confidence_shift": -0.05, "enough": True, "min_requests": 50},
+                         plan=plan.describe(3))  # fmt: skip
+    assert "**Live shadow** (600 s, 200 live texts" in body and "- agreement: 0.900" in body
+    assert "roll out in steps: 10% (2m) → 50% → 100%" in body and "back to version 3" in body
+    assert "Approve to hot-swap" in Rollout().describe(3)
