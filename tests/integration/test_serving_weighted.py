@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from pitcrew.commands.status import model_status
 from pitcrew.models_file import load_models_file
 from pitcrew.serving.client import TritonControl
 from pitcrew.serving.factory import make_swapper, serving_configs, target_from_settings
@@ -124,12 +125,17 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
             share = 100 * sum(v == "2" for _, v in seen) / len(seen)
             assert weight - 15 <= share <= weight + 15, (weight, share)
 
+        status = model_status(model)  # what `pitcrew status --model M` prints
+        assert [(v["version"], v["role"], v["weight"]) for v in status["versions"]] == [
+            (1, "champion", 50.0), (2, "challenger", 50.0)
+        ]
         with pytest.raises(RolloutStateError, match="rollout of version 2 is under way"):
             rollout.start(model, 3)
         result = rollout.promote(model)
         assert (result.version, result.previous) == (2, 1)
         assert {v for _, v in _wait_for(traffic, 40)} == {"2"}
         assert client.ready_versions(model) == [2] and client.ready_versions(f"{model}__canary") == []
+        assert [(v["version"], v["weight"]) for v in model_status(model)["versions"]] == [(2, 100.0)]
         if core is not None:
             assert client.ready_versions(f"{model}_core") == [2]
 
