@@ -54,7 +54,7 @@ LOG_FLUSH_NICENESS = 10
 CONFIDENCE_BUCKETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
 #: How often the front looks for a new routing table (one ``stat``): a new weight applies within this.
 ROUTING_RECHECK_S = 0.25
-#: Seconds a request spends in this model (decode and the network, or the challenger's round trip).
+#: Seconds a request spends in the version that answers it (decode and its network; a challenger times itself).
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 #: What a weighted rollout's challenger is loaded as, beside the model clients call
 #: (pitcrew/serving/model_config.py: canary_model_name).
@@ -603,7 +603,7 @@ class TritonPythonModel:
             if routed:
                 local = [item for item in items if route_bucket(item.key) >= rule["weight"]]
                 # What the challenger could not answer, this version answers: a request never fails for it.
-                items = local + self._forward(routed, rule["challenger"], responses, decoded_s)
+                items = local + self._forward(routed, rule["challenger"], responses)
         if items:
             shadow = rule["challenger"] if rule is not None and rule["mode"] == "shadow" else None
             self._answer(items, responses, decoded_s, shadow)
@@ -652,10 +652,9 @@ class TritonPythonModel:
                 served.extend(range(rows.start, rows.stop))
                 if self.log is not None:
                     records.extend(self._records(item.ids, texts[rows], predicted[rows], confidence[rows], now))
-        if self.routing is not None:
+        if served:  # each version times its own answers (a challenger's too, inside it: the hop is not its own)
             seconds = decoded_s + time.perf_counter() - mark
-            self.metrics.event("latency", self.version, np.full(len(items), seconds))
-        if served:
+            self.metrics.event("latency", self.version, np.full(sum(not i.shadow for i in items), seconds))
             keep = np.array(served)
             self.metrics.record(top[keep], confidence[keep], token_counts[keep], unk_ratios[keep], probs[keep])
         if records:
@@ -663,9 +662,8 @@ class TritonPythonModel:
         if shadow is not None:
             self._shadow(texts, [x for item in items for x in item.ids], top, confidence, shadow)
 
-    def _forward(self, items: list[_Item], challenger: int, responses: list, decoded_s: float) -> list[_Item]:
+    def _forward(self, items: list[_Item], challenger: int, responses: list) -> list[_Item]:
         """Have the challenger answer ``items`` (one BLS call); return those it could not answer."""
-        mark = time.perf_counter()
         try:
             outputs = self._call_challenger(
                 [t for item in items for t in item.texts], [x for item in items for x in item.ids], shadow=False
@@ -683,8 +681,6 @@ class TritonPythonModel:
             responses[item.index] = pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(name, outputs[name][rows]) for name in OUTPUTS]
             )
-        seconds = decoded_s + time.perf_counter() - mark
-        self.metrics.event("latency", str(challenger), np.full(len(items), seconds))
         return []
 
     def _shadow(self, texts: list[str], ids: list[str], top: np.ndarray, confidence: np.ndarray, challenger: int) -> None:
