@@ -256,7 +256,11 @@ class _Metrics:
         self._latency_families = _BucketCounters.families(
             self, "pitcrew_request_seconds", "Seconds a request spent in the front, by the version that answered"
         )
-        self.latency: dict[str, _BucketCounters] = {}
+        # This version's series exist from the load on (at 0): Prometheus's increase() does not count a
+        # counter's first sample, so a series born with the first answers would hide them from the analysis.
+        self.latency: dict[str, _BucketCounters] = {
+            version: _BucketCounters(self, "", "", base, LATENCY_BUCKETS, families=self._latency_families)
+        }
         weight = self.family("pitcrew_route_weight_percent", "Share of requests each version answers, in percent "
                              "(the routing table of a weighted rollout).", pb_utils.MetricFamily.GAUGE)  # fmt: skip
         self.route_weight = _Series(lambda v: weight.Metric(labels={"model": model, "version": v}))
@@ -717,6 +721,10 @@ class TritonPythonModel:
                                      "this version answers its requests")  # fmt: skip
 
     def _route_changed(self, previous: dict | None, rule: dict | None) -> None:
+        if rule is not None:  # the challenger's fallback and shadow series from 0 (see _Metrics.latency)
+            self.metrics.fallbacks[str(rule["challenger"])]  # noqa: B018 - made on first use
+            if rule["mode"] == "shadow":
+                self.metrics.shadow[str(rule["challenger"])]  # noqa: B018
         weights = {self.version: 100.0}
         if previous is not None:
             weights[str(previous["challenger"])] = 0.0

@@ -106,7 +106,8 @@ class WeightedRollout:
         s = self.swapper
         with model_lock(s.repository, model, s.lock_timeout_s):
             table = self._table(model)
-            if s.client.ready_versions(table.canary_model) != [table.challenger]:
+            # Weight 0 is always allowed: it is how a failed step takes every request back.
+            if (weight > 0 or mode == "shadow") and s.client.ready_versions(table.canary_model) != [table.challenger]:
                 raise ServingError(f"{model}: the challenger {table.canary_model} v{table.challenger} is not "
                                    "loaded; abort the rollout")  # fmt: skip
             written = write_routing(s.repository, replace(table, weight=float(weight), step=step, mode=mode))

@@ -8,8 +8,6 @@ against the hash the front routes by.
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections import Counter
 
 import pytest
@@ -21,6 +19,7 @@ from pitcrew.serving.client import TritonControl
 from pitcrew.serving.factory import make_swapper, serving_configs, target_from_settings
 from pitcrew.serving.weighted import RolloutStateError, WeightedRollout
 from tests.integration.serving_artifacts import build_artifact
+from tests.integration.serving_traffic import IdTraffic, wait_for_answers
 from tests.stack_fixtures import make_settings, stack_with_env
 
 pytestmark = pytest.mark.integration
@@ -48,50 +47,6 @@ def world(tmp_path_factory):
         yield {"settings": settings, "artifacts": artifacts, "models": load_models_file(models_file)}
 
 
-class IdTraffic:
-    """Two clients in a loop, each request with a fresh id; records (id, version) and every failure."""
-
-    def __init__(self, url: str, model: str) -> None:
-        self.url, self.model = url, model
-        self.answers: list[tuple[str, str]] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
-
-    def _run(self) -> None:
-        client = TritonControl(self.url, retries=1)
-        while not self._stop.is_set():
-            rid = uuid.uuid4().hex
-            try:
-                (answer,) = client.classify(self.model, ["please refund my order"], request_id=rid)
-                self.answers.append((rid, answer.version))
-            except Exception as exc:  # every failure is a finding
-                self.failures.append(str(exc))
-
-    def mark(self) -> int:
-        return len(self.answers)
-
-    def __enter__(self) -> IdTraffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-
-def _wait_for(traffic: IdTraffic, n: int) -> list[tuple[str, str]]:
-    import time
-
-    start = traffic.mark()
-    deadline = time.monotonic() + 120
-    while traffic.mark() < start + n and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return traffic.answers[start : start + n]
-
-
 def _route_bucket(rid: str) -> float:
     import hashlib
 
@@ -114,12 +69,12 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
         start = rollout.start(model, 2, artifacts[(model, 2)], front, core)
         assert (start.champion, start.challenger, start.canary_model) == (1, 2, f"{model}__canary")
         assert client.ready_versions(model) == [1] and client.ready_versions(f"{model}__canary") == [2]
-        assert {v for _, v in _wait_for(traffic, 40)} == {"1"}  # weight 0: nothing reaches it
+        assert {v for _, v in wait_for_answers(traffic, 40)} == {"1"}  # weight 0: nothing reaches it
 
         for step, weight in enumerate((10, 50), start=1):
             rollout.set_weight(model, weight, step=step)
-            _wait_for(traffic, 20)  # the fronts re-read the table within a quarter second
-            seen = _wait_for(traffic, 200)
+            wait_for_answers(traffic, 20)  # the fronts re-read the table within a quarter second
+            seen = wait_for_answers(traffic, 200)
             wrong = [(rid, v) for rid, v in seen if v != ("2" if _route_bucket(rid) < weight else "1")]
             assert not wrong, f"weight {weight}: {len(wrong)} requests on the other version, e.g. {wrong[:3]}"
             share = 100 * sum(v == "2" for _, v in seen) / len(seen)
@@ -133,7 +88,7 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
             rollout.start(model, 3)
         result = rollout.promote(model)
         assert (result.version, result.previous) == (2, 1)
-        assert {v for _, v in _wait_for(traffic, 40)} == {"2"}
+        assert {v for _, v in wait_for_answers(traffic, 40)} == {"2"}
         assert client.ready_versions(model) == [2] and client.ready_versions(f"{model}__canary") == []
         assert [(v["version"], v["weight"]) for v in model_status(model)["versions"]] == [(2, 100.0)]
         if core is not None:
@@ -143,10 +98,10 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
         front, core = serving_configs(entry, artifacts[(model, 3)], target)
         rollout.start(model, 3, artifacts[(model, 3)], front, core)
         rollout.set_weight(model, 50, step=1)
-        _wait_for(traffic, 20)
-        assert Counter(v for _, v in _wait_for(traffic, 100))["3"] > 20
+        wait_for_answers(traffic, 20)
+        assert Counter(v for _, v in wait_for_answers(traffic, 100))["3"] > 20
         assert rollout.abort(model) == 3
-        assert {v for _, v in _wait_for(traffic, 40)} == {"2"}
+        assert {v for _, v in wait_for_answers(traffic, 40)} == {"2"}
         assert rollout.abort(model) is None  # safe to retry
     assert traffic.failures == [], traffic.failures[:5]
     repo = settings.repository_dir
