@@ -174,26 +174,16 @@ class _BucketCounters:
     """
 
     def __init__(
-        self, metrics: _Metrics, name: str, description: str, labels: dict, buckets: list[float],
-        families: tuple | None = None,
-    ) -> None:  # fmt: skip
+        self, metrics: _Metrics, name: str, description: str, labels: dict, buckets: list[float]
+    ) -> None:
         self.bounds = np.array([*buckets, np.inf])
-        bucket_family, sum_family, count_family = families or self.families(metrics, name, description)
+        family = metrics.family(f"{name}_bucket", f"{description} (cumulative buckets)")
         self.buckets = [
-            bucket_family.Metric(labels={**labels, "le": f"{b:g}" if np.isfinite(b) else "+Inf"})
+            family.Metric(labels={**labels, "le": f"{b:g}" if np.isfinite(b) else "+Inf"})
             for b in self.bounds
         ]
-        self.sum = sum_family.Metric(labels=labels)
-        self.count = count_family.Metric(labels=labels)
-
-    @staticmethod
-    def families(metrics: _Metrics, name: str, description: str) -> tuple:
-        """The three families, made once: series of other labels (another version) share them."""
-        return (
-            metrics.family(f"{name}_bucket", f"{description} (cumulative buckets)"),
-            metrics.family(f"{name}_sum", f"{description} (sum)"),
-            metrics.family(f"{name}_count", f"{description} (count)"),
-        )
+        self.sum = metrics.family(f"{name}_sum", f"{description} (sum)").Metric(labels=labels)
+        self.count = metrics.family(f"{name}_count", f"{description} (count)").Metric(labels=labels)
 
     def add(self, values: np.ndarray) -> None:
         cumulative = (values[:, None] <= self.bounds[None, :]).sum(axis=0)
@@ -250,17 +240,13 @@ class _Metrics:
                 "Texts with top-class confidence at or above the ATC threshold fitted on the eval set; "
                 "divided by pitcrew_calibrated_confidence_count it estimates accuracy.",
             ).Metric(labels=base)
-        # Per answering version (a weighted rollout's challenger answers through this front): made on the
-        # first flush that sees the version, off the request path.
-        self.model = model
-        self._latency_families = _BucketCounters.families(
-            self, "pitcrew_request_seconds", "Seconds a request spent in the front, by the version that answered"
-        )
-        # This version's series exist from the load on (at 0): Prometheus's increase() does not count a
-        # counter's first sample, so a series born with the first answers would hide them from the analysis.
-        self.latency: dict[str, _BucketCounters] = {
-            version: _BucketCounters(self, "", "", base, LATENCY_BUCKETS, families=self._latency_families)
-        }
+        # Each version times the requests it answers itself (a challenger inside <name>__canary). Made at
+        # load, at 0: Prometheus's increase() does not count a counter's first sample, so a series born with
+        # the first answers would hide them from a rollout's analysis.
+        self.latency = _BucketCounters(
+            self, "pitcrew_request_seconds", "Seconds a request spent in the version that answered it "
+            "(decode and network)", base, LATENCY_BUCKETS,
+        )  # fmt: skip
         weight = self.family("pitcrew_route_weight_percent", "Share of requests each version answers, in percent "
                              "(the routing table of a weighted rollout).", pb_utils.MetricFamily.GAUGE)  # fmt: skip
         self.route_weight = _Series(lambda v: weight.Metric(labels={"model": model, "version": v}))
@@ -294,7 +280,8 @@ class _Metrics:
         return family
 
     def event(self, kind: str, version: str, *numbers) -> None:
-        """Queue a routing, latency or shadow figure for the next flush (never a round trip on the request path)."""
+        """Queue a latency (this version), fallback or shadow (the challenger's version) figure for the next
+        flush: never a round trip on the request path."""
         with self._lock:
             self._events.append((kind, version, *numbers))
 
@@ -320,12 +307,7 @@ class _Metrics:
             events, self._events = self._events, []
         for kind, version, *numbers in events:
             if kind == "latency":
-                if version not in self.latency:
-                    labels = {"model": self.model, "version": version}
-                    self.latency[version] = _BucketCounters(
-                        self, "", "", labels, LATENCY_BUCKETS, families=self._latency_families
-                    )
-                self.latency[version].add(numbers[0])
+                self.latency.add(numbers[0])
             elif kind == "fallback":
                 self.fallbacks[version].increment(float(numbers[0]))
             elif kind == "shadow":
