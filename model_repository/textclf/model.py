@@ -251,7 +251,8 @@ class _Metrics:
                              "(the routing table of a weighted rollout).", pb_utils.MetricFamily.GAUGE)  # fmt: skip
         self.route_weight = _Series(lambda v: weight.Metric(labels={"model": model, "version": v}))
         fallback = self.family("pitcrew_route_fallbacks_total", "Requests for the challenger this version "
-                               "answered itself because the challenger failed or was gone.")  # fmt: skip
+                               "answered itself because the challenger failed or was gone (in shadow mode: "
+                               "texts whose copy it failed).")  # fmt: skip
         self.fallbacks = _Series(lambda v: fallback.Metric(labels={**base, "challenger": v}))
         shadow = [
             self.family(f"pitcrew_shadow_{name}", description)
@@ -363,7 +364,7 @@ class _Series(dict):
 class _NoMetrics:
     """Parameter ``metrics`` "off" (pitcrew/serving/model_config.py): any metric call does nothing."""
 
-    __getattr__ = __call__ = lambda self, *_: self  # noqa: E731 - metrics.rejected.increment(1) and the like
+    __getattr__ = __call__ = __getitem__ = lambda self, *_: self  # noqa: E731 - metrics.rejected.increment(1) and the like
 
 
 def calibrated_confidence(probs: np.ndarray, temperature: float) -> np.ndarray:

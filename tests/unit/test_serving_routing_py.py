@@ -178,3 +178,17 @@ def test_shadow_mode_returns_the_champion_and_counts_agreement(pair) -> None:
                               datetime.now(UTC) + timedelta(minutes=1), model="textclf")  # fmt: skip
     assert not any(str(r).startswith("s") and v == "2" for r, v in zip(rows["request_id"], rows["version"].astype(str), strict=True))
     assert json.loads((root / ".pitcrew" / "routing" / "textclf.json").read_text())["mode"] == "shadow"
+
+
+def test_routing_with_metrics_off_serves_the_same(pair) -> None:
+    module, root, _, challenger = pair
+    from tests.unit.conftest import _initialized
+
+    quiet = _initialized(module, root, {"parameters": {"metrics": {"string_value": "off"}}})
+    try:
+        write_routing(root, RoutingTable("textclf", champion=1, challenger=2, weight=100))
+        assert set(_versions(_send(quiet, ["m0", "m1"]))) == {"2"}
+        write_routing(root, RoutingTable("textclf", champion=1, challenger=2, weight=0, mode="shadow"))
+        assert set(_versions(_send(quiet, ["m2"]))) == {"1"}
+    finally:
+        quiet.finalize()
