@@ -8,6 +8,10 @@ against the hash the front routes by.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
+import uuid
 from collections import Counter
 
 import pytest
@@ -24,7 +28,8 @@ from tests.stack_fixtures import make_settings, stack_with_env
 
 pytestmark = pytest.mark.integration
 LABELS = ["billing", "technical", "account", "shipping"]
-MODELS = {"split_single": "python-onnxruntime", "split_pair": "onnxruntime"}
+MODELS = {"split_single": "python-onnxruntime", "split_pair": "onnxruntime", "split_mix": "python-onnxruntime"}
+TEXTS = ["my invoice was charged twice", "the app crashes on start", "reset my password", "where is my parcel"]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,12 @@ def world(tmp_path_factory):
     models_file = root / "models.yaml"
     models_file.write_text(yaml.safe_dump({"models": entries}))
     settings = make_settings(root / "home", models_file=models_file)
-    with stack_with_env(settings, only=("triton",)):
-        yield {"settings": settings, "artifacts": artifacts, "models": load_models_file(models_file)}
+    prometheus = json.dumps({"conn_type": "prometheus", "host": settings.prometheus_url})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", prometheus)  # what RolloutStepTrigger resolves
+        with stack_with_env(settings, only=("triton", "prometheus")):
+            yield {"settings": settings, "artifacts": artifacts, "models": load_models_file(models_file),
+                   "root": root}  # fmt: skip
 
 
 def _route_bucket(rid: str) -> float:
@@ -53,7 +62,7 @@ def _route_bucket(rid: str) -> float:
     return (int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "big") % 10_000) / 100.0
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", ["split_single", "split_pair"])
 def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(world, model: str) -> None:
     settings, artifacts = world["settings"], world["artifacts"]
     entry = world["models"].get(model)
@@ -108,3 +117,72 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
     assert client.ready_versions(model) == [2] and client.ready_versions(f"{model}__canary") == []
     assert not (repo / model / "3").exists() and not (repo / f"{model}__canary").exists()
     assert not (repo / ".pitcrew" / "routing" / f"{model}.json").exists()
+
+
+class MixedTraffic(IdTraffic):
+    """IdTraffic cycling through four texts, so each version's predicted-class mix has more than one class."""
+
+    def _run(self) -> None:
+        import itertools
+
+        texts = itertools.cycle(TEXTS)
+        self.text = next(texts)
+        client = TritonControl(self.url, retries=1)
+        while not self._stop.is_set():
+            try:
+                (answer,) = client.classify(self.model, [next(texts)], request_id=uuid.uuid4().hex)
+                self.answers.append(("", answer.version))
+            except Exception as exc:  # every failure is a finding
+                self.failures.append(str(exc))
+            self._stop.wait(self.interval_s)
+
+
+def _step_verdict(model: str, champion: int, challenger: int) -> dict:
+    """One step's analysis, as the triggerer runs it, against the real Prometheus (weight 50)."""
+    from operators.rollout_trigger import RolloutStepTrigger
+    from pitcrew.rollout.plan import Analysis, Tolerances
+
+    analysis = Analysis(initial_delay=3, interval=4, count=2)
+    # Room for latency noise on two shared cores; the class mix keeps its default tolerance.
+    tolerances = Tolerances(p99_latency_ratio=10, confidence_drop=1, min_requests=3)
+    trigger = RolloutStepTrigger(model, champion, challenger, weight=50, pause_s=0,
+                                 analysis=analysis.model_dump(), tolerances=tolerances.model_dump())  # fmt: skip
+
+    async def first() -> dict:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger fired nothing")
+
+    event = asyncio.run(first())
+    assert event["status"] == "success", event
+    return event["result"]
+
+
+def test_the_step_analysis_compares_both_versions_on_real_prometheus(world) -> None:
+    """A challenger with the champion's own network passes every check on measured data; one whose
+    network (another seed) predicts other classes fails on the class mix."""
+    settings, artifacts, model = world["settings"], world["artifacts"], "split_mix"
+    entry = world["models"].get(model)
+    swapper = make_swapper(entry, settings.triton_http_url, settings.repository_dir, lock_timeout_s=60)
+    rollout = WeightedRollout(swapper, drain_s=0.5)
+    target = target_from_settings()
+    swapper.deploy(model, 1, artifacts[(model, 1)], *serving_configs(entry, artifacts[(model, 1)], target))
+    twin = world["root"] / "split_mix-twin"  # the champion's network, registered as another version
+    shutil.copytree(artifacts[(model, 1)], twin)
+    with MixedTraffic(settings.triton_http_url, model, clients=2, interval_s=0.02) as traffic:
+        for version, artifact, expected in ((2, twin, "successful"), (3, artifacts[(model, 3)], "failed")):
+            rollout.start(model, version, artifact, *serving_configs(entry, artifact, target))
+            rollout.set_weight(model, 50, step=1)
+            verdict = _step_verdict(model, 1, version)
+            rollout.abort(model)
+            checks = {c["name"]: c for m in verdict["measurements"] for c in m["checks"]}
+            assert verdict["phase"] == expected, verdict
+            if expected == "successful":  # every check measured real data, both versions
+                for name in ("error ratio", "p99 latency", "mean confidence", "class mix"):
+                    assert checks[name]["phase"] == "successful", checks[name]
+                    assert checks[name]["champion"] is not None and checks[name]["challenger"] is not None
+                assert checks["class mix"]["challenger"] < 0.05  # the same network: the same mix
+            else:
+                assert checks["class mix"]["phase"] == "failed", checks
+                assert "class mix" in verdict["reason"], verdict
+    assert traffic.failures == [], traffic.failures[:3]
