@@ -67,11 +67,20 @@ class Comparison:
         return "; ".join(c.reason for c in worst)
 
     def to_dict(self) -> dict:
+        """JSON-safe (no NaN: it travels through trigger events, XCom and Postgres's JSON)."""
         return {
             "phase": self.phase.value,
             "reason": self.reason,
-            "checks": [{**asdict(c), "phase": c.phase.value if c.phase else "not_measured"} for c in self.checks],
-        }
+            "checks": [
+                {**asdict(c), "champion": _number(c.champion), "challenger": _number(c.challenger),
+                 "phase": c.phase.value if c.phase else "not_measured"}
+                for c in self.checks
+            ],
+        }  # fmt: skip
+
+
+def _number(value: float | None) -> float | None:
+    return float(value) if _known(value) else None
 
 
 def _known(value: float | None) -> bool:

@@ -115,3 +115,12 @@ class TestStepAnalysis:
         step.observe(compare(_window(1), _window(2), TOL))
         assert step.conclude() is Phase.INCONCLUSIVE
         assert "a human must decide" in step.to_dict(Phase.INCONCLUSIVE)["reason"]
+
+
+def test_the_record_is_json_safe_without_nan() -> None:
+    import json
+
+    result = compare(_window(1, labelled=0, correct=0), _window(2, p99_s=math.nan, labelled=0, correct=0), TOL)
+    text = json.dumps(result.to_dict(), allow_nan=False)  # raises on NaN
+    checks = {c["name"]: c for c in json.loads(text)["checks"]}
+    assert checks["p99 latency"]["challenger"] is None and checks["accuracy"]["champion"] is None
