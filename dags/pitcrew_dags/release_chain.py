@@ -28,7 +28,7 @@ from operators.notifiers import approval_notifiers
 from operators.outcome_operator import RunOutcomeOperator
 from operators.registry_operators import PromoteChampionOperator, RegisterModelVersionOperator
 from operators.shadow_operator import ShadowTrafficOperator
-from operators.triton_operators import TritonHotSwapOperator, TritonRollbackOperator
+from operators.triton_operators import SWAP_POOL, TritonHotSwapOperator, TritonRollbackOperator
 from pitcrew.models_file import ModelEntry
 from pitcrew_dags.common import approval_timeout, approvers, xcom
 
@@ -99,8 +99,10 @@ def release_chain(
             notifiers=approval_notifiers(entry, "canary"), retries=0,
         )  # fmt: skip
         promoted = PromoteChampionOperator(
-            task_id="promote", model=model, version=xcom("register", "version"), alert="{{ params.alert }}"
-        )
+            task_id="promote", model=model, version=xcom("register", "version"), alert="{{ params.alert }}",
+            # a weighted rollout's promotion is a Triton load (the commit): one at a time, like every swap
+            **({"pool": SWAP_POOL} if entry.rollout.weighted else {}),
+        )  # fmt: skip
         rolled_back = TritonRollbackOperator(
             task_id="rollback", model=model, version=xcom("prepare_training", "champion_version"),
             rejected_version=xcom("register", "version"),
