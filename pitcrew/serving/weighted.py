@@ -133,6 +133,9 @@ class WeightedRollout:
                 finally:
                     write_routing(s.repository, table)
                 raise type(exc)(f"{exc}; version {old} keeps serving, the rollout is unchanged") from exc
+            # The champion drains what it holds, still routing by the table: only then does the table go.
+            if not s._await_gone(model, old):
+                log.warning("%s: version %s still draining after %ss", model, old, s.unload_wait_s)
             s._drop_old_core(model, old, old_core, core, new)
             s._record(model, new, front, core, "deploy")
             clear_routing(s.repository, model)

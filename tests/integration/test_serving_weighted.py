@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 import uuid
 from collections import Counter
 
@@ -29,6 +30,8 @@ from tests.stack_fixtures import make_settings, stack_with_env
 pytestmark = pytest.mark.integration
 LABELS = ["billing", "technical", "account", "shipping"]
 MODELS = {"split_single": "python-onnxruntime", "split_pair": "onnxruntime", "split_mix": "python-onnxruntime"}
+#: The fronts re-read the routing table at most every quarter second (model.py: ROUTING_RECHECK_S).
+SETTLE_S = 0.6
 TEXTS = ["my invoice was charged twice", "the app crashes on start", "reset my password", "where is my parcel"]
 
 
@@ -82,7 +85,7 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
 
         for step, weight in enumerate((10, 50), start=1):
             rollout.set_weight(model, weight, step=step)
-            wait_for_answers(traffic, 20)  # the fronts re-read the table within a quarter second
+            time.sleep(SETTLE_S)
             seen = wait_for_answers(traffic, 200)
             wrong = [(rid, v) for rid, v in seen if v != ("2" if _route_bucket(rid) < weight else "1")]
             assert not wrong, f"weight {weight}: {len(wrong)} requests on the other version, e.g. {wrong[:3]}"
@@ -107,7 +110,7 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
         front, core = serving_configs(entry, artifacts[(model, 3)], target)
         rollout.start(model, 3, artifacts[(model, 3)], front, core)
         rollout.set_weight(model, 50, step=1)
-        wait_for_answers(traffic, 20)
+        time.sleep(SETTLE_S)
         assert Counter(v for _, v in wait_for_answers(traffic, 100))["3"] > 20
         assert rollout.abort(model) == 3
         assert {v for _, v in wait_for_answers(traffic, 40)} == {"2"}
