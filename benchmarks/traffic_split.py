@@ -142,8 +142,8 @@ def main() -> int:
         time.sleep(1.0)  # warm-up
         steps: list[dict] = []
         for index, weight in enumerate(WEIGHTS):
-            changed = time.perf_counter()
             rollout.set_weight(MODEL, weight, step=index)
+            changed = time.perf_counter()  # the table is written: the fronts apply it within 0.25 s
             measured_from = changed + args.settle_s
             deadline = started + args.max_seconds
             while time.perf_counter() < deadline:
