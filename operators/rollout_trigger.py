@@ -4,7 +4,8 @@ The operator set the step's weight before deferring; this trigger waits ``initia
 ``count`` measurements ``interval`` apart, each comparing the challenger with the champion over the last
 ``interval`` (pitcrew/rollout/compare.py, queries in pitcrew/rollout/queries.py), stops early once failed
 measurements exceed ``failure_limit``, holds the step until its ``pause`` is over, and fires once with the
-step's verdict. A query Prometheus cannot answer is no data (inconclusive), never a pass.
+step's verdict. A query Prometheus cannot answer is no data (inconclusive), never a pass. At weight 100 the
+champion answers nothing: the challenger is then compared with the champion's last window before the step.
 """
 
 from __future__ import annotations
@@ -68,12 +69,14 @@ class RolloutStepTrigger(BaseTrigger):
         except Exception as exc:  # noqa: BLE001 - reported to the operator as an event, never lost
             yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
             return
-        phase = await self._measure(step, tolerances, params)
+        phase = await self._measure(step, tolerances, params, started)
         if phase is not Phase.FAILED:  # a failed step ends at once; a passing one holds its pause
             await asyncio.sleep(max(0.0, self.pause_s - (time.monotonic() - started)))
         yield TriggerEvent({"status": "success", "result": step.to_dict(phase)})
 
-    async def _measure(self, step: StepAnalysis, tolerances: Tolerances, params: dict[str, Any]) -> Phase:
+    async def _measure(
+        self, step: StepAnalysis, tolerances: Tolerances, params: dict[str, Any], started: float
+    ) -> Phase:
         analysis = step.analysis
         auth = httpx.BasicAuth(*params["auth"]) if params.get("auth") else None
         async with httpx.AsyncClient(
@@ -82,17 +85,23 @@ class RolloutStepTrigger(BaseTrigger):
             await asyncio.sleep(analysis.initial_delay)
             while not step.done:
                 await asyncio.sleep(analysis.interval)
+                # At 100 % the champion's window is the last one before this step's weight was set.
+                baseline = time.monotonic() - started if self.weight >= 100 else 0.0
                 windows = [
-                    version_window(v, await self._answers(client, params["url"], v, analysis.interval))
+                    version_window(v, await self._answers(client, params["url"], v, analysis.interval,
+                                                          baseline if v == self.champion else 0.0))
                     for v in (self.champion, self.challenger)
-                ]
+                ]  # fmt: skip
                 if (ended := step.observe(compare(*windows, tolerances))) is not None:
                     return ended
         return step.conclude()
 
-    async def _answers(self, client: httpx.AsyncClient, url: str, version: int, window_s: float) -> dict:
+    async def _answers(
+        self, client: httpx.AsyncClient, url: str, version: int, window_s: float, offset_s: float
+    ) -> dict:
         answers: dict[str, list] = {}
-        for name, query in version_queries(self.model, version, window_s, champion=self.champion).items():
+        queries = version_queries(self.model, version, window_s, champion=self.champion, offset_s=offset_s)
+        for name, query in queries.items():
             try:
                 vector = await query_vector(client, url, query)
             except ValueError as exc:  # a query Prometheus refuses: no evidence either way

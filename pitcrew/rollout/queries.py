@@ -26,13 +26,15 @@ from pitcrew.rollout.compare import VersionWindow
 Answer = Sequence[tuple[Mapping[str, str], float]]
 
 
-def version_queries(model: str, version: int, window_s: float, *, champion: int) -> dict[str, str]:
-    """PromQL for each figure of ``version`` over the last ``window_s`` seconds."""
-    w = f"{max(int(round(window_s)), 1)}s"
+def version_queries(
+    model: str, version: int, window_s: float, *, champion: int, offset_s: float = 0.0
+) -> dict[str, str]:
+    """PromQL for each figure of ``version`` over the ``window_s`` seconds that ended ``offset_s`` ago."""
+    r = f"[{max(int(round(window_s)), 1)}s]" + (f" offset {int(round(offset_s))}s" if offset_s >= 1 else "")
     sel = f'model="{model}",version="{version}"'
 
     def total(metric: str, selector: str = sel) -> str:
-        return f"sum(increase({metric}{{{selector}}}[{w}]))"
+        return f"sum(increase({metric}{{{selector}}}{r}))"
 
     if version == champion:
         failures = total("nv_inference_request_failure")
@@ -41,9 +43,9 @@ def version_queries(model: str, version: int, window_s: float, *, champion: int)
     return {
         "requests": total("pitcrew_request_seconds_count"),
         "failures": failures,
-        "p99_s": f"histogram_quantile(0.99, sum by (le) (increase(pitcrew_request_seconds_bucket{{{sel}}}[{w}])))",
+        "p99_s": f"histogram_quantile(0.99, sum by (le) (increase(pitcrew_request_seconds_bucket{{{sel}}}{r})))",
         "mean_confidence": f"{total('pitcrew_top_class_confidence_sum')} / {total('pitcrew_top_class_confidence_count')}",
-        "class_counts": f"sum by (class) (increase(pitcrew_predictions_total{{{sel}}}[{w}]))",
+        "class_counts": f"sum by (class) (increase(pitcrew_predictions_total{{{sel}}}{r}))",
         "accuracy": f"max(pitcrew_model_accuracy{{{sel}}})",
         "labelled": f"max(pitcrew_model_accuracy_rows{{{sel}}})",
     }

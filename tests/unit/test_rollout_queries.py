@@ -35,3 +35,9 @@ def test_no_data_is_nan_for_measures_and_zero_for_counts() -> None:
     window = version_window(4, {})
     assert window.requests == 0 and window.failures == 0 and window.labelled == 0
     assert math.isnan(window.p99_s) and math.isnan(window.mean_confidence) and window.class_counts == {}
+
+
+def test_an_offset_reads_an_earlier_window() -> None:
+    earlier = version_queries("textclf", 3, 4, champion=3, offset_s=30)
+    assert "[4s] offset 30s" in earlier["requests"] and "[4s] offset 30s" in earlier["p99_s"]
+    assert "offset" not in version_queries("textclf", 3, 4, champion=3, offset_s=0.4)["requests"]
