@@ -67,6 +67,14 @@ def _notify_timeout(task: Any, context: Context, event: dict[str, Any]) -> None:
             timed_out(context)
 
 
+def _rollout_plan(model: str):
+    """The model's rollout plan, read when the task runs (what Approve will do)."""
+    from pitcrew.models_file import load_models_file
+    from pitcrew.settings import get_settings
+
+    return load_models_file(get_settings().models_file).get(model).rollout
+
+
 def airflow_link(context: Context) -> str:
     """The run's page in the Airflow UI, from Airflow's own ``[api] base_url`` (what users' browsers reach)."""
     from airflow.configuration import conf
@@ -89,13 +97,15 @@ class DeploymentApprovalOperator(ApprovalOperator):
     :param evaluation: the evaluation verdict (templated).
     :param replay: the replay comparison (templated).
     :param drift: the drift summary, or None (templated).
+    :param shadow: what the live shadow saw (:class:`~operators.shadow_operator.ShadowTrafficOperator`), or
+        None (templated).
     :param dry_run: skip the approval and everything after it (templated).
     :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`, for the version link.
     """
 
     template_fields: Sequence[str] = (
         *ApprovalOperator.template_fields, "model", "version", "parent_version", "evaluation", "replay",
-        "drift", "dry_run",
+        "drift", "shadow", "dry_run",
     )  # fmt: skip
 
     def __init__(
@@ -107,6 +117,7 @@ class DeploymentApprovalOperator(ApprovalOperator):
         evaluation: Any = None,
         replay: Any = None,
         drift: Any = None,
+        shadow: Any = None,
         dry_run: bool | str = False,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         **kwargs: Any,
@@ -116,7 +127,7 @@ class DeploymentApprovalOperator(ApprovalOperator):
         super().__init__(**kwargs)
         self.model, self.version, self.parent_version = model, version, parent_version
         self.evaluation, self.replay, self.drift, self.dry_run = evaluation, replay, drift, dry_run
-        self.mlflow_conn_id = mlflow_conn_id
+        self.shadow, self.mlflow_conn_id = shadow, mlflow_conn_id
 
     def execute(self, context: Context) -> Any:
         from pitcrew import registry
@@ -143,13 +154,14 @@ class DeploymentApprovalOperator(ApprovalOperator):
             client.log_dict(run_id, replay, f"{registry.REPORTS_PATH}/replay.json")
             links["replay details"] = artifact_url(mlflow.tracking_uri, run_id, f"{registry.REPORTS_PATH}/replay.json")
         dag_run = context.get("dag_run")
+        champion = None if self.parent_version in (None, "", "None") else int(self.parent_version)
         self.body = approval_body(
-            model=self.model, version=version,
-            champion=None if self.parent_version in (None, "", "None") else int(self.parent_version),
+            model=self.model, version=version, champion=champion,
             evaluation=as_mapping(self.evaluation, "evaluation") or {}, replay=replay, drift=drift, links=links,
             why=why_this_run(dict(context.get("params") or {}), run_type=str(getattr(dag_run, "run_type", "") or ""),
                              triggered_by=getattr(dag_run, "triggering_user_name", None)),
             history=registry.recent_history(client, self.model, before=version),
+            shadow=as_mapping(self.shadow, "shadow"), plan=_rollout_plan(self.model).describe(champion),
         )  # fmt: skip
         context["ti"].xcom_push(key=REQUESTED_AT_KEY, value=dt.datetime.now(dt.UTC).isoformat())
         _pending(self.model, context, self.response_timeout)
@@ -363,6 +375,14 @@ def canary_review_body(verdict: dict[str, Any], *, model: str | None = None, ver
             measured = ", ".join(_value(v) for v in values) or "no data"
             lines.append(f"| {m['metric']} | {bound(m['metric'])} | {measured} | {m['phase']} |")
         lines.append("")
+    for number, step in enumerate(verdict.get("steps", []), start=1):
+        lines += [f"**Step {number}, weight {step['weight']:g}%: {step['phase']}.** {step['reason']}", ""]
+        last = (step.get("measurements") or [{}])[-1]
+        if last.get("checks"):
+            lines += ["| check | champion | challenger | phase |", "| --- | --- | --- | --- |"]
+            lines += [f"| {c['name']} | {_value(c['champion'])} | {_value(c['challenger'])} | {c['phase']} |"
+                      for c in last["checks"]]  # fmt: skip
+            lines.append("")
     prometheus = verdict.get("prometheus_url")
     if prometheus and bounds:
         lines.append("**Graphs:** " + " · ".join(

@@ -5,6 +5,12 @@ The operator holds a worker slot only to build the analysis; the measuring (an i
 XCom for :class:`~operators.approval_operators.CanaryDecisionOperator`, which promotes, rolls back or
 asks a human. The rules are in :mod:`pitcrew.canary`; the queries and bounds per model in
 :func:`pitcrew.pipeline.release_steps.canary_metrics`.
+
+With a weighted rollout (the model's ``rollout.mode`` is not ``all_at_once``) the same task moves the
+challenger's weight through the model's ``rollout.steps``: it sets a step's weight (a moment in a worker),
+defers to :class:`~operators.rollout_trigger.RolloutStepTrigger`, which compares challenger and champion
+over the same windows, and on its verdict sets the next weight and defers again. A failed step sets the
+weight back to 0 at once, before the rollback task unloads the challenger.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from operators.base import PitcrewOperator, as_bool
 from operators.canary_trigger import CanaryTrigger, inconclusive
 from operators.errors import retry_only_transient
 from operators.prometheus_hook import PrometheusHook, PrometheusHookError
+from operators.triton_hook import TritonHook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -37,6 +44,7 @@ class CanaryAnalysisOperator(PitcrewOperator):
     :param version: the version that now serves (templated).
     :param prometheus_conn_id: connection of :class:`~operators.prometheus_hook.PrometheusHook`.
     :param deferrable: measure in the triggerer (default) instead of sleeping in a worker slot.
+    :param triton_conn_id: connection of :class:`~operators.triton_hook.TritonHook` (weighted rollouts).
     """
 
     template_fields: Sequence[str] = (*PitcrewOperator.template_fields, "version", "deferrable")
@@ -47,10 +55,12 @@ class CanaryAnalysisOperator(PitcrewOperator):
         version: int | str,
         prometheus_conn_id: str = PrometheusHook.default_conn_name,
         deferrable: bool | str = True,
+        triton_conn_id: str = TritonHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.version, self.prometheus_conn_id, self.deferrable = version, prometheus_conn_id, deferrable
+        self.triton_conn_id = triton_conn_id
 
     @retry_only_transient
     def execute(self, context: Context) -> dict[str, Any] | None:
@@ -58,6 +68,8 @@ class CanaryAnalysisOperator(PitcrewOperator):
         from pitcrew.pipeline.release_steps import canary_metrics, canary_policy
 
         entry = self.entry
+        if entry.rollout.weighted:
+            return self._step(0, [])
         metrics, policy = canary_metrics(entry, int(self.version)), canary_policy(entry)
         if not as_bool(self.deferrable, "deferrable"):
             hook = PrometheusHook(self.prometheus_conn_id)
@@ -109,3 +121,57 @@ class CanaryAnalysisOperator(PitcrewOperator):
         except Exception:  # noqa: BLE001 - no connection: the verdict says so already, links are extra
             prometheus = None
         return {**verdict, "metrics": metrics, "prometheus_url": prometheus}
+
+    # A weighted rollout ---------------------------------------------------------------------------
+    def _step(self, index: int, done: list[dict[str, Any]]) -> None:
+        """Set step ``index``'s weight and defer to its analysis."""
+        from operators.rollout_trigger import RolloutStepTrigger
+
+        plan = self.entry.rollout
+        step, analysis = plan.steps[index], plan.analysis
+        table = TritonHook(self.triton_conn_id).set_weight(self.model, step.weight, step=index + 1)
+        if table["challenger"] != int(self.version):
+            raise RuntimeError(f"{self.model}: the rollout under way is of version {table['challenger']}, "
+                               f"not {self.version}")  # fmt: skip
+        planned = timedelta(seconds=max(step.pause, analysis.initial_delay + analysis.interval * analysis.count))
+        self.log.info("%s v%s at weight %g (step %d of %d); analysing in the triggerer for about %s",
+                      self.model, self.version, step.weight, index + 1, len(plan.steps), planned)  # fmt: skip
+        self.defer(
+            trigger=RolloutStepTrigger(
+                model=self.model, champion=table["champion"], challenger=table["challenger"], weight=step.weight,
+                pause_s=step.pause, analysis=analysis.model_dump(), tolerances=plan.tolerances.model_dump(),
+                prometheus_conn_id=self.prometheus_conn_id,
+            ),
+            method_name="step_complete",
+            kwargs={"index": index, "done": done},
+            timeout=planned + DEFERRAL_MARGIN,
+        )  # fmt: skip
+
+    def step_complete(
+        self, context: Context, event: dict[str, Any], index: int, done: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        plan = self.entry.rollout
+        weight = plan.steps[index].weight
+        if event.get("status") == "success":
+            result = event["result"]
+        else:
+            message = f"the analysis could not run: {event.get('message', event)}"
+            result = {"weight": weight, "phase": "inconclusive", "reason": message, "measurements": []}
+        done = [*done, result]
+        where = f"step {index + 1} of {len(plan.steps)} at weight {weight:g}"
+        if result["phase"] == "failed":
+            # Every request back to the champion now; the rollback task unloads the challenger.
+            TritonHook(self.triton_conn_id).set_weight(self.model, 0.0, step=index + 1)
+            return self._report_steps("failed", f"{where}: {result['reason']}; weight set back to 0", done)
+        if result["phase"] != "successful":
+            return self._report_steps("inconclusive", f"{where}: {result['reason']}", done)
+        if index + 1 < len(plan.steps):
+            self._step(index + 1, done)
+        return self._report_steps(
+            "successful", f"all {len(plan.steps)} steps passed; the challenger answers all requests", done
+        )
+
+    def _report_steps(self, phase: str, reason: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        self.log.info("rollout of %s v%s: %s (%s)", self.model, self.version, phase, reason)
+        return {"phase": phase, "reason": reason, "rollout": self.entry.rollout.mode, "steps": steps,
+                "measurements": []}  # fmt: skip

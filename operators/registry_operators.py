@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,8 +124,10 @@ class RegisterModelVersionOperator(PitcrewOperator):
 class PromoteChampionOperator(PitcrewOperator):
     """Make ``version`` the champion (the old one becomes ``previous``) and record who approved it.
 
-    Declares the run's outcome ``deployed``; when an alert started the run, reports the time from the
-    alert's start to now (``pitcrew_alert_to_deploy_seconds``).
+    With a weighted rollout (the model's ``rollout.mode`` is not ``all_at_once``) Triton comes first: the
+    challenger, at weight 100 after its last step, becomes the model clients call (the hot-swap's commit),
+    and the champion is dropped. Declares the run's outcome ``deployed``; when an alert started the run,
+    reports the time from the alert's start to now (``pitcrew_alert_to_deploy_seconds``).
 
     :param model: the model in the models file (templated).
     :param version: the version that serves and passed its canary (templated).
@@ -133,6 +136,7 @@ class PromoteChampionOperator(PitcrewOperator):
     :param alert: the alert that started the run, if any (templated).
     :param mlflow_conn_id: connection of :class:`~operators.mlflow_hook.MlflowHook`.
     :param airflow_api_conn_id: connection of :class:`~operators.airflow_api_hook.AirflowApiHook`.
+    :param triton_conn_id: connection of :class:`~operators.triton_hook.TritonHook` (weighted rollouts).
     """
 
     template_fields: Sequence[str] = (*PitcrewOperator.template_fields, "version", "alert")
@@ -145,11 +149,13 @@ class PromoteChampionOperator(PitcrewOperator):
         alert: Any = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         airflow_api_conn_id: str = "pitcrew_airflow_api",
+        triton_conn_id: str = "triton_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.version, self.approval_task_id, self.alert = version, approval_task_id, alert
         self.mlflow_conn_id, self.airflow_api_conn_id = mlflow_conn_id, airflow_api_conn_id
+        self.triton_conn_id = triton_conn_id
 
     @retry_only_transient
     def execute(self, context: Context) -> dict[str, Any]:
@@ -161,8 +167,17 @@ class PromoteChampionOperator(PitcrewOperator):
             context, self.entry, approval_task_id=self.approval_task_id,
             airflow_api_conn_id=self.airflow_api_conn_id, acting=f"promote {self.model} version {self.version}",
         )  # fmt: skip
+        serving = None
+        if self.entry.rollout.weighted:  # Triton first: the challenger becomes the model itself
+            from operators.triton_hook import TritonHook
+
+            hook = TritonHook(self.triton_conn_id)
+            if hook.rollout_under_way(self.model) is not None:
+                serving = hook.promote_rollout(self.model)
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         result = promote(client, self.entry, version=int(self.version), approver=approver)
+        if serving is not None:
+            result = {**result, "serving": json.loads(json.dumps(serving, default=str))}
         self.declare_outcome(context, "deployed")
         # A fact for the metrics: a start time it cannot read must not fail a promotion that happened.
         since = self._alert_start(alert.get("starts_at"))

@@ -99,6 +99,41 @@ class TritonHook(BaseHook):
 
         check_servable(self._entry(model), read_artifact(Path(artifact)), self.params["target"])
 
+    # A weighted rollout (pitcrew/serving/weighted.py): the challenger beside the champion, by weight.
+    def rollout(self, model: str):
+        from pitcrew.serving.weighted import WeightedRollout
+
+        return WeightedRollout(self.swapper(model))
+
+    def start_rollout(self, model: str, version: int, artifact: str | Path | None = None) -> dict:
+        """Load ``version`` as the challenger at weight 0 (publishing ``artifact`` first); a JSON-safe result."""
+        from pitcrew.serving.factory import serving_configs
+
+        entry = self._entry(model)
+        if artifact is None:
+            return self.rollout(model).start(model, int(version)).as_dict()
+        front, core = serving_configs(entry, Path(artifact), self.params["target"])
+        return self.rollout(model).start(model, int(version), Path(artifact), front, core).as_dict()
+
+    def set_weight(self, model: str, weight: float, *, step: int, mode: str = "split") -> dict:
+        from dataclasses import asdict
+
+        return asdict(self.rollout(model).set_weight(model, weight, step=step, mode=mode))
+
+    def promote_rollout(self, model: str) -> dict:
+        return self.rollout(model).promote(model).as_dict()
+
+    def abort_rollout(self, model: str) -> int | None:
+        return self.rollout(model).abort(model)
+
+    def rollout_under_way(self, model: str) -> dict | None:
+        from dataclasses import asdict
+
+        from pitcrew.rollout.routing import read_routing
+
+        table = read_routing(self.params["repository"], model)
+        return asdict(table) if table is not None else None
+
     def rollback(self, model: str, version: int | None = None) -> dict:
         return self.swapper(model).rollback(model, version).as_dict()
 

@@ -86,6 +86,10 @@ class TritonHotSwapOperator(PitcrewOperator):
             )  # fmt: skip
         hook = TritonHook(self.triton_conn_id)
         artifact = Path(self.artifact) if self.artifact else None
+        if self.entry.rollout.weighted:  # the canary task moves its weight step by step
+            started = hook.start_rollout(self.model, int(self.version), artifact)
+            return {**_json_safe(started), "version": int(self.version), "rollout": self.entry.rollout.mode,
+                    "approver": approver}  # fmt: skip
         return {**_json_safe(hook.deploy(self.model, int(self.version), artifact)), "approver": approver}
 
 
@@ -129,7 +133,15 @@ class TritonRollbackOperator(PitcrewOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pitcrew import registry
 
-        result = TritonHook(self.triton_conn_id).rollback(self.model, int(self.version))
+        hook = TritonHook(self.triton_conn_id)
+        under_way = hook.rollout_under_way(self.model) if self.entry.rollout.weighted else None
+        if under_way is not None and under_way["challenger"] == int(self.rejected_version):
+            # A weighted rollout: the champion never stopped serving; drop the challenger's share and it.
+            hook.abort_rollout(self.model)
+            result = {"version": under_way["champion"], "aborted_rollout_of": under_way["challenger"],
+                      "weight_when_aborted": under_way["weight"]}  # fmt: skip
+        else:
+            result = hook.rollback(self.model, int(self.version))
         client = MlflowHook(self.mlflow_conn_id).get_conn()
         registry.set_version_tags(
             client, self.model, int(self.rejected_version), {"rolled_back": self.reason}

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pitcrew.rollout.plan import Rollout
+
 Runtime = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
 #: Whether compile builds a TensorRT engine: ``auto`` where TensorRT and a GPU exist, ``require`` or ``off``.
 TensorRTMode = Literal["auto", "off", "require"]
@@ -197,6 +199,9 @@ class ModelEntry(BaseModel):
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     training: Training = Field(default_factory=Training)
+    rollout: Rollout = Field(
+        default_factory=Rollout, description="How an approved challenger reaches traffic (pitcrew/rollout/plan.py)."
+    )
     notify: list[NotifyChannel] = Field(
         default_factory=list,
         description="Channels told when an approval waits, before its timeout and when it times out; "
@@ -257,8 +262,9 @@ class ModelsFile(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
-        # Triton also holds <name>_core (pair runtimes) and <name>__staging (hot-swap verification).
-        taken = {f"{n}{suffix}": n for n in names for suffix in ("_core", "__staging")}
+        # Triton also holds <name>_core (pair runtimes), <name>__staging (hot-swap verification) and
+        # <name>__canary (the challenger of a weighted rollout).
+        taken = {f"{n}{suffix}": n for n in names for suffix in ("_core", "__staging", "__canary")}
         clashes = sorted(f"{n} (used by {taken[n]})" for n in names if n in taken)
         if clashes:
             raise ValueError(f"model names clash with the Triton models pitcrew derives: {', '.join(clashes)}")

@@ -1,7 +1,7 @@
 """The release chain that maintenance and nightly runs share, from the training split to promote or roll back.
 
     prepare_training → fine_tune → evaluate → compile            (task group "train"; a reject ends here)
-    → register → replay → approval                               (a human; reject or timeout ends here)
+    → register → replay → shadow → approval                      (a human; reject or timeout ends here)
     → hot_swap → canary → canary_decision → promote | rollback   (task group "deploy")
     record_outcome: the teardown, after whichever path the run took
 
@@ -27,7 +27,8 @@ from operators.model_operators import (
 from operators.notifiers import approval_notifiers
 from operators.outcome_operator import RunOutcomeOperator
 from operators.registry_operators import PromoteChampionOperator, RegisterModelVersionOperator
-from operators.triton_operators import TritonHotSwapOperator, TritonRollbackOperator
+from operators.shadow_operator import ShadowTrafficOperator
+from operators.triton_operators import SWAP_POOL, TritonHotSwapOperator, TritonRollbackOperator
 from pitcrew.models_file import ModelEntry
 from pitcrew_dags.common import approval_timeout, approvers, xcom
 
@@ -69,10 +70,14 @@ def release_chain(
         trigger="{{ params.trigger }}", alert="{{ params.alert }}",
     )  # fmt: skip
     replayed = ReplayTrafficOperator(task_id="replay", model=model, artifact=xcom("compile", "artifact"))
+    shadowed = ShadowTrafficOperator(
+        task_id="shadow", model=model, version=xcom("register", "version"), artifact=xcom("compile", "artifact"),
+        dry_run="{{ params.dry_run }}",
+    )  # fmt: skip
     approval = DeploymentApprovalOperator(
         task_id="approval", model=model, version=xcom("register", "version"),
         parent_version=xcom("prepare_training", "champion_version"), evaluation=xcom("evaluate"),
-        replay=xcom("replay"), drift=drift, dry_run="{{ params.dry_run }}",
+        replay=xcom("replay"), shadow=xcom("shadow"), drift=drift, dry_run="{{ params.dry_run }}",
         assigned_users=approvers(entry), response_timeout=approval_timeout(entry),
         notifiers=approval_notifiers(entry, "deploy"), retries=0,
     )  # fmt: skip
@@ -94,8 +99,10 @@ def release_chain(
             notifiers=approval_notifiers(entry, "canary"), retries=0,
         )  # fmt: skip
         promoted = PromoteChampionOperator(
-            task_id="promote", model=model, version=xcom("register", "version"), alert="{{ params.alert }}"
-        )
+            task_id="promote", model=model, version=xcom("register", "version"), alert="{{ params.alert }}",
+            # a weighted rollout's promotion is a Triton load (the commit): one at a time, like every swap
+            **({"pool": SWAP_POOL} if entry.rollout.weighted else {}),
+        )  # fmt: skip
         rolled_back = TritonRollbackOperator(
             task_id="rollback", model=model, version=xcom("prepare_training", "champion_version"),
             rejected_version=xcom("register", "version"),
@@ -103,6 +110,6 @@ def release_chain(
 
     outcome = RunOutcomeOperator(task_id="record_outcome", model=model)
 
-    after >> prepared >> trained >> evaluated >> compiled >> registered >> replayed >> approval
+    after >> prepared >> trained >> evaluated >> compiled >> registered >> replayed >> shadowed >> approval
     approval >> swapped >> canary >> decision >> [promoted, rolled_back]
     [promoted, rolled_back] >> outcome.as_teardown(on_failure_fail_dagrun=True)

@@ -12,14 +12,22 @@ With the artifact's ``calibration.json`` (training/calibration.py) the metrics a
 of temperature-scaled top-class confidence, and the count of texts at or above the ATC threshold, whose share
 of all texts estimates accuracy before labels arrive.
 
-One file of about 500 lines on purpose: the hot-swap publishes it alone into every version folder
+During a weighted rollout (pitcrew/rollout/routing.py) the version clients reach sends the share of
+requests whose id hashes below the challenger's weight to ``<name>__canary`` through BLS, or in shadow mode
+a copy of every request, and answers the rest itself; what the challenger fails to answer it answers
+itself, so no request fails for it.
+
+One file of about 800 lines on purpose: the hot-swap publishes it alone into every version folder
 (docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both runtimes'
-inference paths) has to live in this file; splitting it would mean publishing and versioning a package.
+inference paths, routing) has to live in this file; splitting it would mean publishing and versioning a
+package.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -44,6 +52,14 @@ LOAD_NICENESS = 19
 #: Niceness of the inference log's flush thread: best effort, so requests in this process come first.
 LOG_FLUSH_NICENESS = 10
 CONFIDENCE_BUCKETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
+#: How often the front looks for a new routing table (one ``stat``): a new weight applies within this.
+ROUTING_RECHECK_S = 0.25
+#: Seconds a request spends in the version that answers it (decode and its network; a challenger times itself).
+LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+#: What a weighted rollout's challenger is loaded as, beside the model clients call
+#: (pitcrew/serving/model_config.py: canary_model_name).
+CANARY_SUFFIX = "__canary"
+OUTPUTS = ["label", "probabilities", "version", "request_id"]
 #: A dynamic batch of mixed lengths padded as one costs 2-3x its real tokens (MiniLM, 16 demo texts): the
 #: network runs once per group of similar lengths, each padded to at most this factor of its real tokens.
 PAD_SLACK = 1.25
@@ -224,7 +240,31 @@ class _Metrics:
                 "Texts with top-class confidence at or above the ATC threshold fitted on the eval set; "
                 "divided by pitcrew_calibrated_confidence_count it estimates accuracy.",
             ).Metric(labels=base)
+        # Each version times the requests it answers itself (a challenger inside <name>__canary). Made at
+        # load, at 0: Prometheus's increase() does not count a counter's first sample, so a series born with
+        # the first answers would hide them from a rollout's analysis.
+        self.latency = _BucketCounters(
+            self, "pitcrew_request_seconds", "Seconds a request spent in the version that answered it "
+            "(decode and network)", base, LATENCY_BUCKETS,
+        )  # fmt: skip
+        weight = self.family("pitcrew_route_weight_percent", "Share of requests each version answers, in percent "
+                             "(the routing table of a weighted rollout).", pb_utils.MetricFamily.GAUGE)  # fmt: skip
+        self.route_weight = _Series(lambda v: weight.Metric(labels={"model": model, "version": v}))
+        fallback = self.family("pitcrew_route_fallbacks_total", "Requests for the challenger this version "
+                               "answered itself because the challenger failed or was gone (in shadow mode: "
+                               "texts whose copy it failed).")  # fmt: skip
+        self.fallbacks = _Series(lambda v: fallback.Metric(labels={**base, "challenger": v}))
+        shadow = [
+            self.family(f"pitcrew_shadow_{name}", description)
+            for name, description in (
+                ("compared_total", "Texts answered by this version and, in shadow, by the challenger."),
+                ("agreed_total", "Shadowed texts where the challenger predicted the same class."),
+                ("confidence_shift_sum", "Sum of the challenger's top-class confidence minus this version's."),
+            )
+        ]
+        self.shadow = _Series(lambda v: [f.Metric(labels={**base, "challenger": v}) for f in shadow])
         self._pending: list[tuple[np.ndarray, ...]] = []
+        self._events: list[tuple] = []  # (kind, version, *numbers) of routing, latency and shadow
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.flush_s = flush_s
@@ -234,10 +274,22 @@ class _Metrics:
         """Start sending; called from a normal-priority thread (threads inherit their creator's niceness)."""
         self._thread.start()
 
-    def family(self, name: str, description: str):
-        family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+    def family(self, name: str, description: str, kind=None):
+        kind = pb_utils.MetricFamily.COUNTER if kind is None else kind
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
         self.families.append(family)
         return family
+
+    def event(self, kind: str, version: str, *numbers) -> None:
+        """Queue a latency (this version), fallback or shadow (the challenger's version) figure for the next
+        flush: never a round trip on the request path."""
+        with self._lock:
+            self._events.append((kind, version, *numbers))
+
+    def set_route(self, weights: dict[str, float]) -> None:
+        """The routing gauges, set at once: a rule changes a few times per rollout."""
+        for version, weight in weights.items():
+            self.route_weight[version].set(float(weight))
 
     def record(
         self,
@@ -253,6 +305,15 @@ class _Metrics:
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
+            events, self._events = self._events, []
+        for kind, version, *numbers in events:
+            if kind == "latency":
+                self.latency.add(numbers[0])
+            elif kind == "fallback":
+                self.fallbacks[version].increment(float(numbers[0]))
+            elif kind == "shadow":
+                for metric, value in zip(self.shadow[version], numbers, strict=True):
+                    metric.increment(float(value))
         if not pending:
             return
         top, confidence, tokens, ratio, probs = (
@@ -288,10 +349,22 @@ class _Metrics:
         self.flush()
 
 
+class _Series(dict):
+    """Series of one family by version, each made when first used."""
+
+    def __init__(self, make) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, version: str):
+        self[version] = series = self.make(version)
+        return series
+
+
 class _NoMetrics:
     """Parameter ``metrics`` "off" (pitcrew/serving/model_config.py): any metric call does nothing."""
 
-    __getattr__ = __call__ = lambda self, *_: self  # noqa: E731 - metrics.rejected.increment(1) and the like
+    __getattr__ = __call__ = __getitem__ = lambda self, *_: self  # noqa: E731 - metrics.rejected.increment(1) and the like
 
 
 def calibrated_confidence(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -321,6 +394,90 @@ def read_calibration(folder: Path) -> tuple[float, float | None]:
     return temperature, threshold
 
 
+# ----------------------------------------------------------------------------------------------
+# routing: a weighted rollout's split, read from the table pitcrew/rollout/routing.py writes
+def route_bucket(request_id: str) -> float:
+    """Where a request id falls in [0, 100), the same in every process and version. The challenger
+    answers the ids below its weight, so a request id keeps its version within a step (retries and
+    feedback stay consistent) and raising the weight only moves more ids to the challenger."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") % 10_000) / 100.0
+
+
+def routing_rule(raw: object, model: str, version: int) -> dict | None:
+    """The rule this version applies from a routing table: ``{challenger, weight, mode}``, or None when the
+    table is not for this model, names another champion (after a promotion the new version ignores it), or
+    sends nothing anywhere. A table that is not valid raises ValueError."""
+    if not isinstance(raw, dict):
+        raise ValueError("the routing table is not a JSON object")
+    if raw.get("model") != model or raw.get("champion") != version:
+        return None
+    challenger, weight, mode = raw.get("challenger"), raw.get("weight"), raw.get("mode", "split")
+    if not isinstance(challenger, int) or isinstance(challenger, bool) or challenger == version:
+        raise ValueError(f"challenger must be another version number, not {challenger!r}")
+    if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0 <= weight <= 100:
+        raise ValueError(f"weight must be a percentage 0-100, not {weight!r}")
+    if mode not in ("split", "shadow"):
+        raise ValueError(f"mode must be split or shadow, not {mode!r}")
+    if mode == "split" and weight == 0:
+        return None
+    return {"challenger": challenger, "weight": float(weight), "mode": mode}
+
+
+class _Routing:
+    """The front's routing rule, re-read when its table's file changes (new inode or time: the writer
+    replaces it atomically), checked at most every :data:`ROUTING_RECHECK_S`. No file, or one that cannot
+    be read, means this version answers everything itself; a bad file is logged once per change."""
+
+    def __init__(self, path: Path, model: str, version: int, on_change) -> None:
+        self.path, self.model, self.version, self.on_change = path, model, version, on_change
+        self.rule: dict | None = None
+        self._key: tuple | None = None
+        self._checked = -math.inf
+
+    def current(self) -> dict | None:
+        now = time.monotonic()
+        if now - self._checked < ROUTING_RECHECK_S:
+            return self.rule
+        self._checked = now
+        try:
+            stat = os.stat(self.path)
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            key = None
+        except OSError as exc:
+            pb_utils.Logger.log_warn(f"pitcrew routing: cannot stat {self.path}: {exc}; serving alone")
+            key = ("unreadable",)
+        if key != self._key:
+            self._key = key
+            self._set(self._read() if key is not None and key != ("unreadable",) else None)
+        return self.rule
+
+    def _read(self) -> dict | None:
+        try:
+            return routing_rule(json.loads(self.path.read_text()), self.model, self.version)
+        except (OSError, ValueError) as exc:
+            pb_utils.Logger.log_warn(f"pitcrew routing: {self.path} ignored ({exc}); serving alone")
+            return None
+
+    def _set(self, rule: dict | None) -> None:
+        previous, self.rule = self.rule, rule
+        if rule != previous:
+            pb_utils.Logger.log_info(f"pitcrew routing of {self.model} v{self.version}: {rule or 'serving alone'}")
+            self.on_change(previous, rule)
+
+
+class _Item:
+    """One request's texts: ``key`` routes it (its request id), ``ids`` name its texts in the log.
+
+    A plain class: Triton loads this file without registering it as a module, which ``dataclass`` needs."""
+
+    __slots__ = ("index", "key", "texts", "ids", "shadow")
+
+    def __init__(self, index: int, key: str, texts: list[str], ids: list[str], shadow: bool) -> None:
+        self.index, self.key, self.texts, self.ids, self.shadow = index, key, texts, ids, shadow
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         # During a hot swap this version loads while the old one serves on the same cores. The heavy part
@@ -335,6 +492,12 @@ class TritonPythonModel:
             raise loaded["error"]
         params = loaded["params"]
         self.metrics.start()
+        # The model clients call reads its routing table; the challenger and the staging model never route.
+        self.routing, self._fallback_warned = None, -math.inf
+        if self.serves_as == self.model_name:
+            table = Path(args["model_repository"]).parent / ".pitcrew" / "routing" / f"{self.model_name}.json"
+            self.routing = _Routing(table, self.model_name, int(self.version), self._route_changed)
+            self._route_changed(None, None)
         self.log = None
         log_uri = params.get("inference_log_uri", "")
         if log_uri:
@@ -360,6 +523,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.model_name = args["model_name"]
+        # A weighted rollout's challenger is loaded as <model>__canary but serves <model>: its metrics and
+        # log rows carry the model's name and its own version (pitcrew/serving/model_config.py).
+        self.serves_as = params.get("serves_as") or self.model_name
+        self.canary_model = f"{self.serves_as}{CANARY_SUFFIX}"
         self.version = str(args["model_version"])
         folder = Path(args["model_repository"]) / self.version
         self.labels = json.loads((folder / "labels.json").read_text())
@@ -389,7 +556,7 @@ class TritonPythonModel:
         else:  # BLS is not allowed during initialize: warm at least the tokenizer and its buffers
             self.tokenizer(["warm-up"])
         # Creating ~50 metric series is as many round trips to the server: also done at low priority.
-        metrics = (self.model_name, self.version, self.labels, float(params.get("metrics_flush_s", "1.0")))
+        metrics = (self.serves_as, self.version, self.labels, float(params.get("metrics_flush_s", "1.0")))
         calibration = read_calibration(folder)  # a broken file fails the load, metrics on or off
         self.metrics = _Metrics(*metrics, *calibration) if params.get("metrics", "on") != "off" else _NoMetrics()
         if params.get("inference_log_uri"):
@@ -398,9 +565,9 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------------
     def execute(self, requests: list) -> list:
+        started = time.perf_counter()
         responses: list = [None] * len(requests)
-        texts: list[str] = []
-        owners: list[tuple[int, int, int]] = []  # (request index, first text, text count)
+        items: list[_Item] = []
         for i, request in enumerate(requests):
             try:
                 tensor = pb_utils.get_input_tensor_by_name(request, "text")
@@ -413,41 +580,141 @@ class TritonPythonModel:
                 self.metrics.rejected.increment(1)
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
                 continue
-            owners.append((i, len(texts), len(decoded)))
-            texts.extend(decoded)
-        if not texts:
+            items.append(self._item(i, request, decoded))
+        if not items:
             return responses
+        rule = self.routing.current() if self.routing is not None else None
+        decoded_s = time.perf_counter() - started
+        if rule is not None and rule["mode"] == "split":
+            routed = [item for item in items if route_bucket(item.key) < rule["weight"]]
+            if routed:
+                local = [item for item in items if route_bucket(item.key) >= rule["weight"]]
+                # What the challenger could not answer, this version answers: a request never fails for it.
+                items = local + self._forward(routed, rule["challenger"], responses)
+        if items:
+            shadow = rule["challenger"] if rule is not None and rule["mode"] == "shadow" else None
+            self._answer(items, responses, decoded_s, shadow)
+        return responses
+
+    def _item(self, index: int, request, texts: list[str]) -> _Item:
+        key = request.request_id() or uuid.uuid4().hex
+        ids = [key] if len(texts) == 1 else [f"{key}:{j}" for j in range(len(texts))]
+        shadow = False
+        if self.serves_as != self.model_name:  # the challenger, called by its champion's front through BLS
+            given = json.loads(request.parameters() or "{}")
+            forwarded = json.loads(given.get("pitcrew_request_ids", "null") or "null")
+            if isinstance(forwarded, list) and len(forwarded) == len(texts):
+                ids = [str(x) for x in forwarded]
+            shadow = bool(given.get("pitcrew_shadow"))
+        return _Item(index, key, texts, ids, shadow)
+
+    def _answer(self, items: list[_Item], responses: list, decoded_s: float, shadow: int | None) -> None:
+        """Classify ``items`` with this version's network; log and count what was served (not shadow copies)."""
+        texts = [text for item in items for text in item.texts]
+        mark = time.perf_counter()
         try:
             probs, token_counts, unk_ratios = self._predict(texts)
         except Exception as exc:  # the model itself failed: every pending request gets the error
-            for i, _, _ in owners:
-                responses[i] = pb_utils.InferenceResponse(
+            for item in items:
+                responses[item.index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(f"inference failed: {exc}")
                 )
-            return responses
+            return
         top = probs.argmax(axis=1)
         confidence = probs[np.arange(len(top)), top]
         predicted = [self.labels[k] for k in top]
-        now = time.time()
-        records = []
-        for i, first, count in owners:
-            base_id = requests[i].request_id() or uuid.uuid4().hex
-            ids = [base_id] if count == 1 else [f"{base_id}:{j}" for j in range(count)]
-            rows = slice(first, first + count)
-            responses[i] = pb_utils.InferenceResponse(
+        now, first, records, served = time.time(), 0, [], []
+        for item in items:
+            rows = slice(first, first + len(item.texts))
+            first = rows.stop
+            responses[item.index] = pb_utils.InferenceResponse(
                 output_tensors=[
                     pb_utils.Tensor("label", self.label_bytes[top[rows]]),
                     pb_utils.Tensor("probabilities", probs[rows].astype(np.float32)),
-                    pb_utils.Tensor("version", np.array([[self.version.encode()]] * count, dtype=np.object_)),
-                    pb_utils.Tensor("request_id", np.array([[x.encode()] for x in ids], dtype=np.object_)),
+                    pb_utils.Tensor("version", np.array([[self.version.encode()]] * len(item.texts), dtype=np.object_)),
+                    pb_utils.Tensor("request_id", np.array([[x.encode()] for x in item.ids], dtype=np.object_)),
                 ]
-            )
-            if self.log is not None:
-                records.extend(self._records(ids, texts[rows], predicted[rows], confidence[rows], now))
-        self.metrics.record(top, confidence, token_counts, unk_ratios, probs)
+            )  # fmt: skip
+            if not item.shadow:
+                served.extend(range(rows.start, rows.stop))
+                if self.log is not None:
+                    records.extend(self._records(item.ids, texts[rows], predicted[rows], confidence[rows], now))
+        if served:  # each version times its own answers (a challenger's too, inside it: the hop is not its own)
+            seconds = decoded_s + time.perf_counter() - mark
+            self.metrics.event("latency", self.version, np.full(sum(not i.shadow for i in items), seconds))
+            keep = np.array(served)
+            self.metrics.record(top[keep], confidence[keep], token_counts[keep], unk_ratios[keep], probs[keep])
         if records:
             self.log.append(records)
-        return responses
+        if shadow is not None:
+            self._shadow(texts, [x for item in items for x in item.ids], top, confidence, shadow)
+
+    def _forward(self, items: list[_Item], challenger: int, responses: list) -> list[_Item]:
+        """Have the challenger answer ``items`` (one BLS call); return those it could not answer."""
+        try:
+            outputs = self._call_challenger(
+                [t for item in items for t in item.texts], [x for item in items for x in item.ids], shadow=False
+            )
+            answered = {v[0].decode() if isinstance(v[0], bytes) else str(v[0]) for v in outputs["version"]}
+            if answered != {str(challenger)}:
+                raise RuntimeError(f"{self.canary_model} answered as version {sorted(answered)}, not {challenger}")
+        except Exception as exc:  # noqa: BLE001 - any failure of the challenger falls back to this version
+            self._fallback(challenger, len(items), exc)
+            return items
+        first = 0
+        for item in items:
+            rows = slice(first, first + len(item.texts))
+            first = rows.stop
+            responses[item.index] = pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, outputs[name][rows]) for name in OUTPUTS]
+            )
+        return []
+
+    def _shadow(self, texts: list[str], ids: list[str], top: np.ndarray, confidence: np.ndarray, challenger: int) -> None:
+        """Shadow mode: the challenger answers a copy; count agreement and its confidence shift, return nothing."""
+        try:
+            outputs = self._call_challenger(texts, ids, shadow=True)
+            probs = outputs["probabilities"].astype(np.float64)
+        except Exception as exc:  # noqa: BLE001 - a shadow never touches what clients get
+            self._fallback(challenger, len(texts), exc)
+            return
+        theirs = probs.argmax(axis=1)
+        shift = probs[np.arange(len(theirs)), theirs] - confidence
+        self.metrics.event("shadow", str(challenger), len(texts), int(np.sum(theirs == top)), float(shift.sum()))
+
+    def _call_challenger(self, texts: list[str], ids: list[str], *, shadow: bool) -> dict[str, np.ndarray]:
+        parameters = {"pitcrew_request_ids": json.dumps(ids)}
+        if shadow:
+            parameters["pitcrew_shadow"] = "1"
+        request = pb_utils.InferenceRequest(
+            model_name=self.canary_model, requested_output_names=OUTPUTS, parameters=parameters,
+            inputs=[pb_utils.Tensor("text", np.array([[t.encode()] for t in texts], dtype=np.object_))],
+        )  # fmt: skip
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(response.error().message())
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in OUTPUTS}
+
+    def _fallback(self, challenger: int, n: int, exc: Exception) -> None:
+        self.metrics.event("fallback", str(challenger), n)
+        now = time.monotonic()
+        if now - self._fallback_warned > 10:  # a gone challenger fails every call: say so every 10 s
+            self._fallback_warned = now
+            pb_utils.Logger.log_warn(f"pitcrew routing: {self.canary_model} v{challenger} failed ({exc}); "
+                                     "this version answers its requests")  # fmt: skip
+
+    def _route_changed(self, previous: dict | None, rule: dict | None) -> None:
+        if rule is not None:  # the challenger's fallback and shadow series from 0 (see _Metrics.latency)
+            self.metrics.fallbacks[str(rule["challenger"])]  # noqa: B018 - made on first use
+            if rule["mode"] == "shadow":
+                self.metrics.shadow[str(rule["challenger"])]  # noqa: B018
+        weights = {self.version: 100.0}
+        if previous is not None:
+            weights[str(previous["challenger"])] = 0.0
+        if rule is not None:
+            share = rule["weight"] if rule["mode"] == "split" else 0.0
+            weights.update({self.version: 100.0 - share, str(rule["challenger"]): share})
+        self.metrics.set_route(weights)
 
     def _predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         encoded = self.tokenizer(texts)  # one call for the batch, padded to its longest text
@@ -488,7 +755,7 @@ class TritonPythonModel:
         from monitoring.inference_log import InferenceRecord
 
         return [
-            InferenceRecord(rid, now, self.model_name, self.version, text, label, float(conf))
+            InferenceRecord(rid, now, self.serves_as, self.version, text, label, float(conf))
             for rid, text, label, conf in zip(ids, texts, labels, confidences, strict=True)
         ]
 

@@ -81,6 +81,8 @@ def approval_body(
     links: dict,
     why: str = "",
     history: list[str] | None = None,
+    shadow: dict | None = None,
+    plan: str = "",
 ) -> str:
     """The Markdown an approver reads: why the run exists, what changes for users if they say yes.
 
@@ -130,6 +132,14 @@ def approval_body(
         lines.append("")
     else:
         lines += [f"**Replay:** {replay.get('note', 'no logged traffic to replay')}", ""]
+    if shadow and shadow.get("shadowed"):
+        lines += [f"**Live shadow** ({shadow.get('seconds', 0):.0f} s, {shadow.get('compared', 0):.0f} live texts "
+                  "answered by both versions, clients saw only the champion):", "",
+                  f"- agreement: {_fmt(shadow.get('agreement'))}",
+                  f"- mean confidence shift: {_fmt(shadow.get('mean_confidence_shift'), signed=True)}"]  # fmt: skip
+        if not shadow.get("enough"):
+            lines.append(f"- fewer than {shadow.get('min_requests')} texts: too little traffic to go by")
+        lines.append("")
     if drift:
         lines.append(f"**Drift:** {drift.get('decision')} — {drift.get('reason')}")
         drifted = [c["column"] for c in drift.get("columns", []) if c.get("drifted")]
@@ -138,8 +148,8 @@ def approval_body(
             lines += ["", f"drifted columns: {', '.join(unnamed)}"]
         lines.append("")
     lines += ["**Links:** " + " · ".join(f"[{name}]({url})" for name, url in links.items()), ""]
-    lines.append("Approve to hot-swap into Triton (canary watch follows, automatic rollback on failure). "
-                 "No answer before the timeout counts as Reject.")  # fmt: skip
+    lines.append((plan or "Approve to hot-swap into Triton (canary watch follows, automatic rollback on failure).")
+                 + " No answer before the timeout counts as Reject.")  # fmt: skip
     return "\n".join(lines)
 
 

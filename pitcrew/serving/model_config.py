@@ -161,6 +161,21 @@ def staging_config(config: mc.ModelConfig, version: int) -> mc.ModelConfig:
     return staged
 
 
+def canary_model_name(name: str) -> str:
+    """Where a weighted rollout's challenger serves its share: reached only through the champion's front."""
+    return f"{name}__canary"
+
+
+def canary_config(config: mc.ModelConfig, version: int) -> mc.ModelConfig:
+    """``config`` renamed to the challenger of a weighted rollout, serving only ``version``. It answers real
+    users, so it keeps the inference log, and its metrics and log rows name the model clients call
+    (parameter ``serves_as``)."""
+    canary = set_version_policy(config, [version])
+    canary.name = canary_model_name(config.name)
+    canary.parameters["serves_as"].string_value = config.name
+    return canary
+
+
 def core_of(config: mc.ModelConfig) -> str | None:
     """The core model a front config calls, or None for a one-model runtime."""
     return config.parameters["core_model"].string_value if "core_model" in config.parameters else None

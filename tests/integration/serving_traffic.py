@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections import Counter
 
 from pitcrew.serving.client import TritonControl
@@ -41,3 +43,49 @@ class Traffic:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class IdTraffic:
+    """``clients`` clients in a loop, each request with a fresh id; records (id, version) and every failure."""
+
+    def __init__(
+        self, url: str, model: str, clients: int = 2, text: str = "please refund my order", interval_s: float = 0.0
+    ) -> None:
+        self.url, self.model, self.text, self.interval_s = url, model, text, interval_s
+        self.answers: list[tuple[str, str]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        client = TritonControl(self.url, retries=1)
+        while not self._stop.is_set():
+            rid = uuid.uuid4().hex
+            try:
+                (answer,) = client.classify(self.model, [self.text], request_id=rid)
+                self.answers.append((rid, answer.version))
+            except Exception as exc:  # every failure is a finding
+                self.failures.append(str(exc))
+            self._stop.wait(self.interval_s)
+
+    def mark(self) -> int:
+        return len(self.answers)
+
+    def __enter__(self) -> IdTraffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def wait_for_answers(traffic: IdTraffic, n: int) -> list[tuple[str, str]]:
+    """The next ``n`` answers (waits at most two minutes for them)."""
+    start = traffic.mark()
+    deadline = time.monotonic() + 120
+    while traffic.mark() < start + n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return traffic.answers[start : start + n]

@@ -60,7 +60,7 @@ THRESHOLDS: dict[str, dict] = {
     ROLLBACK_UNDONE: SHORT_TIMEOUT,
 }
 #: Every task after ``drift``, skipped when the run ends there.
-AFTER_DRIFT = ("prepare_training", "fine_tune", "evaluate", "compile", "register", "replay", "approval",
+AFTER_DRIFT = ("prepare_training", "fine_tune", "evaluate", "compile", "register", "replay", "shadow", "approval",
                "hot_swap", "canary", "canary_decision", "promote", "rollback")  # fmt: skip
 DEPLOY = ("hot_swap", "canary", "canary_decision", "promote", "rollback")
 
@@ -192,7 +192,7 @@ def test_skip_drift_trains_without_a_test_and_an_evaluation_reject_ends_the_run(
     assert drift["decision"] == "skipped" and drift["drift"] is None, drift
     for task_id in ("data_quality", "drift", "prepare_training", "fine_tune", "evaluate", "record_outcome"):
         assert states[task_id] == "success", (task_id, states)
-    for task_id in ("compile", "register", "replay", "approval", *DEPLOY):
+    for task_id in ("compile", "register", "replay", "shadow", "approval", *DEPLOY):
         assert states[task_id] == "skipped", (task_id, states)
     verdict = world.admin.xcom_value(dag_id, run_id, "evaluate")
     assert verdict["decision"] == "reject", verdict
@@ -211,7 +211,7 @@ def test_dry_run_registers_and_replays_but_asks_nobody_and_swaps_nothing(world: 
     dag_id, run_id = _run(world, model, dry_run=True)
     states = world.assert_run_ends(dag_id, run_id, "success")
     for task_id in ("data_quality", "drift", "prepare_training", "fine_tune", "evaluate", "compile", "register",
-                    "replay", "record_outcome"):  # fmt: skip
+                    "replay", "shadow", "record_outcome"):  # fmt: skip
         assert states[task_id] == "success", (task_id, states)
     for task_id in ("approval", *DEPLOY):
         assert states[task_id] == "skipped", (task_id, states)

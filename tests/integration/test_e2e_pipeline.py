@@ -192,7 +192,7 @@ def test_approved_run_deploys_the_challenger(world: World, approved: Approved) -
 
     states = _states(world, dag_id, run_id)
     for task_id in ("data_quality", "drift", "prepare_training", "fine_tune", "evaluate", "compile", "register",
-                    "replay", "approval", "hot_swap", "canary", "canary_decision", "promote",
+                    "replay", "shadow", "approval", "hot_swap", "canary", "canary_decision", "promote",
                     "record_outcome"):  # fmt: skip
         assert states[task_id] == "success", (task_id, states)
     assert states["rollback"] == "skipped", states

@@ -26,7 +26,7 @@ NO_CHAMPION, NO_LABELS = "nightly_no_champion", "nightly_no_labels"
 #: Model of test 2: a champion and a window of labelled traffic.
 LABELLED = "nightly_labelled"
 #: The chain after the data step, all skipped when the run ends at prepare_training.
-AFTER_PREPARE = ("fine_tune", "evaluate", "compile", "register", "replay", "approval", "hot_swap", "canary",
+AFTER_PREPARE = ("fine_tune", "evaluate", "compile", "register", "replay", "shadow", "approval", "hot_swap", "canary",
                  "canary_decision", "promote", "rollback")  # fmt: skip
 
 
@@ -82,6 +82,7 @@ def test_a_night_with_new_labels_waits_for_approval_and_swaps_nothing(nightly: P
         "compile",
         "register",
         "replay",
+        "shadow",
     ):
         assert states[task_id] == "success", (task_id, states)
     assert states["hot_swap"] is None and states["record_outcome"] is None, states

@@ -231,6 +231,9 @@ class _Metric:
     def increment(self, n):
         self.value += n
 
+    def set(self, v):
+        self.value = v
+
     def observe(self, v):
         self.observed.append(v)
 
@@ -264,12 +267,16 @@ class _Tensor:
 
 
 class _Request:
-    def __init__(self, texts, request_id=""):
+    def __init__(self, texts, request_id="", parameters=None):
         self.inputs = {"text": _Tensor("text", np.array([[t] for t in texts], dtype=object))}
         self.rid = request_id
+        self.params = json.dumps(parameters or {})
 
     def request_id(self):
         return self.rid
+
+    def parameters(self):
+        return self.params
 
 
 class _Response:
@@ -278,8 +285,43 @@ class _Response:
         self.error = error
 
 
+#: What the stand-in's BLS reaches: model name -> a backend instance (tests register and remove them).
+BLS_MODELS: dict[str, Any] = {}
+
+
+class _BlsResponse:
+    def __init__(self, outputs, error):
+        self.outputs, self._error = outputs or {}, error
+
+    def has_error(self):
+        return self._error is not None
+
+    def error(self):
+        return types.SimpleNamespace(message=lambda: self._error)
+
+
+class _BlsRequest:
+    """``pb_utils.InferenceRequest``: ``exec`` runs the named instance's ``execute`` on one request."""
+
+    def __init__(self, model_name, inputs, requested_output_names=(), parameters=None, model_version=-1,
+                 request_id=""):  # fmt: skip
+        self.model_name, self.inputs, self.parameters = model_name, inputs, parameters or {}
+        self.model_version, self.request_id = model_version, request_id
+
+    def exec(self):
+        target = BLS_MODELS.get(self.model_name)
+        if target is None:
+            return _BlsResponse(None, f"Request for unknown model: '{self.model_name}' is not found")
+        request = _Request([], self.request_id, self.parameters)
+        request.inputs = {t.name: t for t in self.inputs}
+        (response,) = target.execute([request])
+        return _BlsResponse(response.outputs, response.error)
+
+
 def _fake_pb_utils() -> types.ModuleType:
     module = types.ModuleType("triton_python_backend_utils")
+    module.InferenceRequest = _BlsRequest
+    module.get_output_tensor_by_name = lambda response, name: _Tensor(name, response.outputs[name])
     module.MetricFamily = _Family
     module.Tensor = _Tensor
     module.InferenceResponse = _Response
@@ -305,13 +347,13 @@ def backend(tmp_path_factory):
     sys.modules.pop("triton_python_backend_utils", None)
 
 
-def _initialized(module, root, config: dict):
+def _initialized(module, root, config: dict, name: str = "textclf", version: str = "1"):
     instance = module.TritonPythonModel()
     instance.initialize(
         {
             "model_config": json.dumps(config),
-            "model_name": "textclf",
-            "model_version": "1",
+            "model_name": name,
+            "model_version": version,
             "model_repository": str(root / "repo"),
         }  # fmt: skip
     )

@@ -14,7 +14,7 @@ from pitcrew.settings import REPO_ROOT, get_settings
 LABELS = ["a", "b"]
 DAGS = REPO_ROOT / "dags"
 CHAIN = ["data_quality", "drift", "prepare_training", "fine_tune", "evaluate", "compile", "register", "replay",
-         "approval", "hot_swap", "canary", "canary_decision"]  # fmt: skip
+         "shadow", "approval", "hot_swap", "canary", "canary_decision"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
