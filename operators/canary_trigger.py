@@ -16,7 +16,7 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from operators.prometheus_hook import PrometheusHook, sample_values
-from operators.promql_trigger import query_vector
+from operators.promql_trigger import prometheus_client, query_vector
 from pitcrew.canary import CanaryAnalysis, CanaryMetric, CanaryPolicy, CanaryResult, Phase
 
 
@@ -70,10 +70,7 @@ class CanaryTrigger(BaseTrigger):
 
     async def _analyse(self, analysis: CanaryAnalysis, params: dict[str, Any]) -> CanaryResult:
         policy = analysis.policy
-        auth = httpx.BasicAuth(*params["auth"]) if params.get("auth") else None
-        async with httpx.AsyncClient(
-            timeout=10.0, headers=params.get("headers"), auth=auth, verify=not params.get("disable_ssl")
-        ) as client:
+        async with prometheus_client(params) as client:
             await asyncio.sleep(policy.initial_delay_s)
             for round_index in range(policy.count):
                 if round_index:

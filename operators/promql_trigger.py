@@ -15,6 +15,15 @@ RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 RETRYABLE_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.TimeoutException)
 
 
+def prometheus_client(params: dict[str, Any], timeout: float = 10.0) -> httpx.AsyncClient:
+    """An async client for Prometheus with the connection's headers, basic auth and TLS setting
+    (:meth:`PrometheusHook.connection_params`)."""
+    auth = httpx.BasicAuth(*params["auth"]) if params.get("auth") else None
+    return httpx.AsyncClient(
+        timeout=timeout, headers=params.get("headers"), auth=auth, verify=not params.get("disable_ssl")
+    )
+
+
 async def query_vector(client: httpx.AsyncClient, url: str, query: str) -> list[dict[str, Any]] | None:
     """An instant query's result vector; None when Prometheus is briefly unavailable (retry later).
 

@@ -19,7 +19,7 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from operators.prometheus_hook import PrometheusHook
-from operators.promql_trigger import query_vector
+from operators.promql_trigger import prometheus_client, query_vector
 from pitcrew.canary import Phase
 from pitcrew.rollout.compare import StepAnalysis, compare
 from pitcrew.rollout.plan import Analysis, Tolerances
@@ -78,10 +78,7 @@ class RolloutStepTrigger(BaseTrigger):
         self, step: StepAnalysis, tolerances: Tolerances, params: dict[str, Any], started: float
     ) -> Phase:
         analysis = step.analysis
-        auth = httpx.BasicAuth(*params["auth"]) if params.get("auth") else None
-        async with httpx.AsyncClient(
-            timeout=10.0, headers=params.get("headers"), auth=auth, verify=not params.get("disable_ssl")
-        ) as client:
+        async with prometheus_client(params) as client:
             await asyncio.sleep(analysis.initial_delay)
             while not step.done:
                 await asyncio.sleep(analysis.interval)

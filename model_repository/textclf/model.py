@@ -586,9 +586,10 @@ class TritonPythonModel:
         rule = self.routing.current() if self.routing is not None else None
         decoded_s = time.perf_counter() - started
         if rule is not None and rule["mode"] == "split":
-            routed = [item for item in items if route_bucket(item.key) < rule["weight"]]
-            if routed:
-                local = [item for item in items if route_bucket(item.key) >= rule["weight"]]
+            to_challenger = [route_bucket(item.key) < rule["weight"] for item in items]
+            if any(to_challenger):
+                routed = [item for item, away in zip(items, to_challenger, strict=True) if away]
+                local = [item for item, away in zip(items, to_challenger, strict=True) if not away]
                 # What the challenger could not answer, this version answers: a request never fails for it.
                 items = local + self._forward(routed, rule["challenger"], responses)
         if items:
