@@ -26,7 +26,9 @@ from pitcrew.models_file import ModelEntry
 from pitcrew.settings import REPO_ROOT
 
 LABELS = ["billing", "technical", "account", "shipping"]
-NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+# The real clock, not a fixed date: the /metrics accuracy window is counted back from the time of the
+# scrape, so requests logged against a fixed date fall out of it a day later.
+NOW = datetime.now(UTC).replace(microsecond=0)
 TOKEN, FEEDBACK_TOKEN = "alert-token", "feedback-token"
 
 
@@ -83,12 +85,13 @@ def test_a_broken_body_is_refused_whole_with_its_reason(raw: bytes, status: int,
 
 
 def test_each_bad_row_is_rejected_alone_and_named() -> None:
+    hour_ago, day_ahead = NOW - timedelta(hours=1), NOW + timedelta(days=1)
     rows = [
         {"request_id": "a", "label": "billing"},
         {"request_id": "b", "label": "refunds"},
         {"request_id": "c"},
-        {"request_id": "d", "label": "billing", "labelled_at": "2026-12-05T11:00:00"},  # no timezone
-        {"request_id": "e", "label": "billing", "labelled_at": "2026-12-06T12:00:00Z"},  # a day ahead
+        {"request_id": "d", "label": "billing", "labelled_at": f"{hour_ago:%Y-%m-%dT%H:%M:%S}"},  # no timezone
+        {"request_id": "e", "label": "billing", "labelled_at": f"{day_ahead:%Y-%m-%dT%H:%M:%SZ}"},
         {"request_id": "a", "label": "account"},
         {"request_id": "f", "label": "billing", "colour": "red"},
         "not an object",
