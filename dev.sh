@@ -72,7 +72,9 @@ case "${1:-}" in
     setup
     shift
     .venv/bin/ruff check .
-    exec .venv/bin/pytest "$@"
+    # Two workers, one test module each at a time (module-scoped stacks stay in one process): the
+    # integration modules mostly wait on servers, so two of them share two cores well.
+    exec .venv/bin/pytest -n "${PITCREW_TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   *) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 2 ;;
 esac

@@ -20,3 +20,11 @@ def pytest_configure(config) -> None:  # noqa: ARG001
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, _raise)
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ARG001
+    # Integration modules first, unit modules after, each group still in pytest-randomly's shuffled order
+    # (it shuffles before any plain hook, and this sort is stable). Under pytest-xdist (./dev.sh test runs
+    # two workers) the long modules then start early and the short unit tests fill in around them, instead
+    # of one long module running alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)

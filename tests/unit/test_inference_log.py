@@ -57,7 +57,7 @@ class TestWriter:
         )
         started = time.perf_counter()
         writer.append([record(0, DAY), record(1, DAY)])
-        assert time.perf_counter() - started < 0.05
+        assert time.perf_counter() - started < 0.5  # no write on the request path (room for a loaded CI box)
         assert writer.flush() == 0
         writer.close()
         assert failures == [2] and writer.failed_rows == 2
