@@ -89,17 +89,23 @@ class PipelineWorld:
     def entry(self, model: str) -> ModelEntry:
         return load_models_file(self.settings.models_file).get(model)
 
-    def champion_with_traffic(self, model: str, *, labelled: bool) -> dict:
-        """Version 1 serving, then a window of domain-B traffic, with its true labels or without."""
+    def champion_with_traffic(
+        self, model: str, *, labelled: bool, relabel: dict[str, str] | None = None
+    ) -> dict:
+        """Version 1 serving, then a window of domain-B traffic, with its true labels or without.
+
+        ``relabel`` maps true labels to the ones sent as feedback instead (labels flipped for a class).
+        """
         entry = self.entry(model)
         data = write_demo_data(entry, n_train=400, n_golden=32)
         result = bootstrap(entry, self.settings, epochs=4)
         assert result["version"] == 1 and result["serving_version"] == 1
         started = dt.datetime.now(dt.UTC)
+        window = data["traffic_b"].iloc[:320]
         sent = send(
             self.triton,
             model,
-            data["traffic_b"].iloc[:320],
+            window.assign(label=window["label"].replace(relabel or {})),
             feedback_root=entry.feedback if labelled else None,
         )
         assert sent.failed == 0 and sent.versions == {"1"}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 from pitcrew.serving.client import TritonControl
 
@@ -46,24 +48,35 @@ class Traffic:
 
 
 class IdTraffic:
-    """``clients`` clients in a loop, each request with a fresh id; records (id, version) and every failure."""
+    """``clients`` clients in a loop, each request with a fresh id; records (id, version), each answer's
+    (version, label) and every failure. ``text`` is one text, or several sent in turn."""
 
     def __init__(
-        self, url: str, model: str, clients: int = 2, text: str = "please refund my order", interval_s: float = 0.0
+        self,
+        url: str,
+        model: str,
+        clients: int = 2,
+        text: str | Sequence[str] = "please refund my order",
+        interval_s: float = 0.0,
     ) -> None:
-        self.url, self.model, self.text, self.interval_s = url, model, text, interval_s
+        self.url, self.model, self.interval_s = url, model, interval_s
+        self.texts = [text] if isinstance(text, str) else list(text)
         self.answers: list[tuple[str, str]] = []
+        self.labels: list[tuple[str, str]] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def _run(self) -> None:
         client = TritonControl(self.url, retries=1)
-        while not self._stop.is_set():
+        for text in itertools.cycle(self.texts):
+            if self._stop.is_set():
+                return
             rid = uuid.uuid4().hex
             try:
-                (answer,) = client.classify(self.model, [self.text], request_id=rid)
+                (answer,) = client.classify(self.model, [text], request_id=rid)
                 self.answers.append((rid, answer.version))
+                self.labels.append((answer.version, answer.label))
             except Exception as exc:  # every failure is a finding
                 self.failures.append(str(exc))
             self._stop.wait(self.interval_s)

@@ -5,9 +5,10 @@ Airflow 3 runs the repo's DAGs; Triton serves the champion and loads the challen
 steps in the triggerer. Clients keep calling the model's one name throughout, each request with its own id.
 
 - a good challenger goes through every step and is promoted;
-- a challenger that dies once it is loaded (``<name>__canary`` unloaded, as a crash would leave it) fails the
-  first step, at 10 %: the weight goes back to 0, the rollout is aborted, the champion answers every
-  request, and no request fails;
+- a challenger made worse, fine-tuned on feedback whose ``shipping`` labels were flipped to ``billing`` (a
+  labelling bug the offline gate is set to miss here), stops calling shipping messages shipping and fails the
+  first step, at 10 %, on its class mix over live shipping traffic: the weight goes back to 0, the rollout is aborted, the champion keeps more
+  than 90 % of the traffic, and no request fails;
 - in shadow mode the challenger answers copies of live traffic before the approval, whose request shows the
   agreement, while clients only ever see the champion.
 """
@@ -37,7 +38,18 @@ PLAN = {
     "analysis": {"initial_delay": "3s", "interval": "4s", "count": 2, "failure_limit": 0},
     "tolerances": {"p99_latency_ratio": 10, "confidence_drop": 1, "class_distance": 1, "min_requests": 3},
 }
-ROLLOUTS = {GOOD: PLAN, BAD: PLAN, SHADOW: {**PLAN, "mode": "shadow", "shadow": {"duration": "20s", "min_requests": 10}}}
+#: The flipped challenger is judged on its class mix with the default tolerance (0.15).
+BAD_PLAN = {**PLAN, "tolerances": {**PLAN["tolerances"], "class_distance": 0.15}}
+ROLLOUTS = {
+    GOOD: PLAN,
+    BAD: BAD_PLAN,
+    SHADOW: {**PLAN, "mode": "shadow", "shadow": {"duration": "20s", "min_requests": 10}},
+}
+#: The labelling bug behind the worse challenger: every shipping message labelled billing.
+FLIP = {"shipping": "billing"}
+#: The offline gate let the flipped challenger through (its evaluation data carries the same bug): the canary
+#: is what has to catch it.
+BAD_THRESHOLDS = {"max_golden_drop": 1.0, "min_accuracy_gain": -1.0}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +59,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineWorld]:
         document = yaml.safe_load(world.settings.models_file.read_text())
         for entry in document["models"]:
             entry["rollout"] = ROLLOUTS[entry["name"]]
+            if entry["name"] == BAD:
+                entry["thresholds"] = {**entry["thresholds"], **BAD_THRESHOLDS}
         world.settings.models_file.write_text(yaml.safe_dump(document, sort_keys=False))
         yield world
 
@@ -90,24 +104,30 @@ def test_a_good_challenger_goes_through_every_step_and_is_promoted(world: Pipeli
     assert world.admin.xcom_value(dag_id, run_id, "record_outcome")["outcome"] == "deployed"
 
 
-def test_a_challenger_that_dies_fails_the_first_step_and_costs_no_request(world: PipelineWorld) -> None:
+def test_a_challenger_trained_on_flipped_labels_fails_the_first_step_and_costs_no_request(
+    world: PipelineWorld,
+) -> None:
     model = BAD
-    dag_id, run_id = _run_to_approval(world, model)
+    data = world.champion_with_traffic(model, labelled=True, relabel=FLIP)
+    dag_id, run_id = _run_to_approval(world, model, bootstrap=False)
     world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
-    with _traffic(world, model) as traffic:
+    # Live traffic of the flipped class: the shipping messages the challenger learned to call billing.
+    shipping = data["traffic_b"].iloc[:320].query("label == 'shipping'")["text"].tolist()
+    url = world.settings.triton_http_url
+    with IdTraffic(url, model, clients=1, text=shipping, interval_s=0.05) as traffic:
         world.approver.respond(dag_id, run_id, "approval", "Approve")
-        world.admin.wait_for_task(dag_id, run_id, "canary", {"deferred"}, RUN_TIMEOUT_S)
-        # The challenger dies as soon as its first step is set: the front answers its share itself.
-        world.triton.unload(f"{model}__canary")
-        during = traffic.mark()
         states = world.assert_run_ends(dag_id, run_id, "failed")  # a rolled-back run ends red
     assert traffic.failures == [], traffic.failures[:3]
     assert states["canary"] == "success" and states["rollback"] == "success" and states["promote"] == "skipped"
     verdict = world.admin.xcom_value(dag_id, run_id, "canary")
     assert verdict["phase"] == "failed" and len(verdict["steps"]) == 1, verdict
-    assert "step 1 of 3 at weight 10" in verdict["reason"] and "error ratio" in verdict["reason"], verdict
-    after = Counter(v for _, v in traffic.answers[during:])
-    assert after["1"] > 0.9 * sum(after.values()), after  # the champion kept (all of) its traffic
+    assert "step 1 of 3 at weight 10" in verdict["reason"] and "class mix" in verdict["reason"], verdict
+    # It was worse: the champion called most shipping messages shipping, the challenger mostly did not.
+    said = {v: Counter(label for version, label in traffic.labels if version == v) for v in ("1", "2")}
+    assert said["1"]["shipping"] > 0.5 * said["1"].total(), said
+    assert said["2"] and said["2"]["shipping"] < 0.5 * said["2"].total(), said
+    versions = Counter(v for _, v in traffic.answers)
+    assert versions["1"] > 0.9 * versions.total(), versions  # the champion kept more than 90 % of traffic
     assert world.triton.ready_versions(model) == [1] and world.triton.ready_versions(f"{model}__canary") == []
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 1
     assert registry.get_version(world.mlflow, model, 2).tags["rolled_back"]

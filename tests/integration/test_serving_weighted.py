@@ -12,7 +12,6 @@ import asyncio
 import json
 import shutil
 import time
-import uuid
 from collections import Counter
 
 import pytest
@@ -32,6 +31,7 @@ LABELS = ["billing", "technical", "account", "shipping"]
 MODELS = {"split_single": "python-onnxruntime", "split_pair": "onnxruntime", "split_mix": "python-onnxruntime"}
 #: The fronts re-read the routing table at most every quarter second (model.py: ROUTING_RECHECK_S).
 SETTLE_S = 0.6
+#: Four texts sent in turn, so each version's predicted-class mix has more than one class.
 TEXTS = ["my invoice was charged twice", "the app crashes on start", "reset my password", "where is my parcel"]
 
 
@@ -122,24 +122,6 @@ def test_weights_move_traffic_by_request_id_then_promote_and_abort_lose_nothing(
     assert not (repo / ".pitcrew" / "routing" / f"{model}.json").exists()
 
 
-class MixedTraffic(IdTraffic):
-    """IdTraffic cycling through four texts, so each version's predicted-class mix has more than one class."""
-
-    def _run(self) -> None:
-        import itertools
-
-        texts = itertools.cycle(TEXTS)
-        self.text = next(texts)
-        client = TritonControl(self.url, retries=1)
-        while not self._stop.is_set():
-            try:
-                (answer,) = client.classify(self.model, [next(texts)], request_id=uuid.uuid4().hex)
-                self.answers.append(("", answer.version))
-            except Exception as exc:  # every failure is a finding
-                self.failures.append(str(exc))
-            self._stop.wait(self.interval_s)
-
-
 def _step_verdict(model: str, champion: int, challenger: int) -> dict:
     """One step's analysis, as the triggerer runs it, against the real Prometheus (weight 50)."""
     from operators.rollout_trigger import RolloutStepTrigger
@@ -172,7 +154,7 @@ def test_the_step_analysis_compares_both_versions_on_real_prometheus(world) -> N
     swapper.deploy(model, 1, artifacts[(model, 1)], *serving_configs(entry, artifacts[(model, 1)], target))
     twin = world["root"] / "split_mix-twin"  # the champion's network, registered as another version
     shutil.copytree(artifacts[(model, 1)], twin)
-    with MixedTraffic(settings.triton_http_url, model, clients=2, interval_s=0.02) as traffic:
+    with IdTraffic(settings.triton_http_url, model, clients=2, text=TEXTS, interval_s=0.02) as traffic:
         for version, artifact, expected in ((2, twin, "successful"), (3, artifacts[(model, 3)], "failed")):
             rollout.start(model, version, artifact, *serving_configs(entry, artifact, target))
             rollout.set_weight(model, 50, step=1)
