@@ -73,8 +73,10 @@ case "${1:-}" in
     shift
     .venv/bin/ruff check .
     # Two workers, one test module each at a time (module-scoped stacks stay in one process): the
-    # integration modules mostly wait on servers, so two of them share two cores well.
-    exec .venv/bin/pytest -n "${PITCREW_TEST_WORKERS:-2}" --dist loadfile "$@"
+    # integration modules mostly wait on servers, so two of them share two cores well. Modules are handed
+    # out in collection order (tests/conftest.py puts the long integration modules first), not xdist's
+    # default of the modules with the most tests first, which left the long ones for the end.
+    exec .venv/bin/pytest -n "${PITCREW_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
     ;;
   *) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 2 ;;
 esac

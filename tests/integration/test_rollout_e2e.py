@@ -6,9 +6,9 @@ steps in the triggerer. Clients keep calling the model's one name throughout, ea
 
 - a good challenger goes through every step and is promoted;
 - a challenger made worse, fine-tuned on feedback whose ``shipping`` labels were flipped to ``billing`` (a
-  labelling bug the offline gate is set to miss here), stops calling shipping messages shipping and fails the
-  first step, at 10 %, on its class mix over live shipping traffic: the weight goes back to 0, the rollout is aborted, the champion keeps more
-  than 90 % of the traffic, and no request fails;
+  labelling bug the offline gate is set to miss here), stops calling shipping messages shipping and fails
+  the first step, at 10 %, on its class mix over live shipping traffic: the weight goes back to 0, the
+  rollout is aborted, the champion keeps more than 90 % of the traffic, and no request fails;
 - in shadow mode the challenger answers copies of live traffic before the approval, whose request shows the
   agreement, while clients only ever see the champion.
 """
@@ -111,7 +111,7 @@ def test_a_challenger_trained_on_flipped_labels_fails_the_first_step_and_costs_n
     data = world.champion_with_traffic(model, labelled=True, relabel=FLIP)
     dag_id, run_id = _run_to_approval(world, model, bootstrap=False)
     world.admin.wait_for_task(dag_id, run_id, "approval", {"awaiting_input"}, RUN_TIMEOUT_S)
-    # Live traffic of the flipped class: the shipping messages the challenger learned to call billing.
+    # Live traffic of the flipped class: the shipping messages the challenger was taught to call billing.
     shipping = data["traffic_b"].iloc[:320].query("label == 'shipping'")["text"].tolist()
     url = world.settings.triton_http_url
     with IdTraffic(url, model, clients=1, text=shipping, interval_s=0.05) as traffic:
@@ -126,8 +126,11 @@ def test_a_challenger_trained_on_flipped_labels_fails_the_first_step_and_costs_n
     said = {v: Counter(label for version, label in traffic.labels if version == v) for v in ("1", "2")}
     assert said["1"]["shipping"] > 0.5 * said["1"].total(), said
     assert said["2"] and said["2"]["shipping"] < 0.5 * said["2"].total(), said
-    versions = Counter(v for _, v in traffic.answers)
-    assert versions["1"] > 0.9 * versions.total(), versions  # the champion kept more than 90 % of traffic
+    versions = [v for _, v in traffic.answers]
+    assert Counter(versions)["1"] > 0.9 * len(versions), Counter(versions)  # over the whole rollout
+    first, last = versions.index("2"), len(versions) - 1 - versions[::-1].index("2")
+    step = Counter(versions[first : last + 1])  # while the challenger took traffic: about its 10 %
+    assert step["2"] < 0.25 * step.total(), step
     assert world.triton.ready_versions(model) == [1] and world.triton.ready_versions(f"{model}__canary") == []
     assert registry.alias_version(world.mlflow, model, registry.CHAMPION) == 1
     assert registry.get_version(world.mlflow, model, 2).tags["rolled_back"]
