@@ -1,5 +1,10 @@
 """Triton Python backend of a pitcrew text classifier: raw text in; label, probabilities, version out.
 
+Why one module of about 770 lines, over the project's 400: the hot-swap publishes this file alone into every
+version folder (docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both
+runtimes' inference paths, routing) has to live in it; splitting it would mean publishing and versioning a
+package beside every model version.
+
 Each version folder holds this file plus a model artifact (docs/model-artifact.md). Tokenization runs here
 with the artifact's tokenizer, truncated to its ``max_length``; the network runs in ONNX Runtime in this
 process (runtime ``python-onnxruntime``) or in a ``<name>_core`` model of Triton's ORT/TensorRT backend
@@ -16,11 +21,6 @@ During a weighted rollout (pitcrew/rollout/routing.py) the version clients reach
 requests whose id hashes below the challenger's weight to ``<name>__canary`` through BLS, or in shadow mode
 a copy of every request, and answers the rest itself; what the challenger fails to answer it answers
 itself, so no request fails for it.
-
-One file of about 800 lines on purpose: the hot-swap publishes it alone into every version folder
-(docs/model-artifact.md), so what it needs beyond installed packages (tokenizer, metrics, both runtimes'
-inference paths, routing) has to live in this file; splitting it would mean publishing and versioning a
-package.
 """
 
 from __future__ import annotations
